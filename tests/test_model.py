@@ -98,3 +98,27 @@ def test_loss_masks_and_parts():
     assert torch.isfinite(total) and parts["seg"].item() == 0.0
     with pytest.raises(ValueError, match="supported"):
         LossConfig(color_mask="background")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_pretrained_from_local_file_adapts_first_conv(tmp_path, suffix):
+    """A torchvision ResNet34 state dict (what the 'imagenet' download gives) loads into the 1-channel encoder."""
+    from safetensors.torch import save_file
+    from torchvision.models import resnet34
+
+    state = resnet34(weights=None).state_dict()
+    path = tmp_path / f"resnet34{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model = build_model(ModelConfig(arch="unet", pretrained=str(path)))
+    torch.testing.assert_close(model.encoder.stem[0].weight, state["conv1.weight"].sum(1, keepdim=True))
+    torch.testing.assert_close(model.encoder.layer4[2].conv2.weight, state["layer4.2.conv2.weight"])
+
+
+def test_pretrained_file_of_another_network_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="do not fit the ResNet34 encoder"):
+        build_model(ModelConfig(pretrained=str(path)))

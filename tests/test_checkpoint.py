@@ -1,0 +1,80 @@
+"""Checkpoint round trips (local and memory://), and clear errors for missing, corrupt or mismatched files."""
+
+import json
+
+import pytest
+import torch
+
+from semcolor import checkpoint
+from semcolor.checkpoint import CheckpointError
+from semcolor.model import ModelConfig, build_model
+
+
+@pytest.mark.parametrize("arch", ["resnet34", "unet"])
+def test_round_trip_gives_identical_outputs(tmp_path, arch):
+    config = ModelConfig(arch=arch, n_classes=3, input_size=64)
+    model = build_model(config).eval()
+    url = str(tmp_path / "ckpt")
+    checkpoint.save(model, config, url, extra={"epoch": 4})
+    loaded, loaded_config = checkpoint.load(url)
+    assert loaded_config == config
+    assert checkpoint.load_config(url)[1] == {"epoch": 4}
+    x = torch.rand(2, 1, 50, 70)
+    with torch.no_grad():
+        for a, b in zip(model(x), loaded(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_round_trip_through_fsspec_url():
+    config = ModelConfig(arch="resnet34", input_size=64)
+    model = build_model(config)
+    checkpoint.save(model, config, "memory://ckpts/one")
+    loaded, _ = checkpoint.load("memory://ckpts/one")
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_ddp_prefixes_are_stripped(tmp_path):
+    config = ModelConfig(arch="resnet34", input_size=64)
+    model = build_model(config)
+    wrapper = torch.nn.Module()
+    wrapper.module = model  # what DistributedDataParallel looks like
+    checkpoint.save(wrapper, config, str(tmp_path / "c"))
+    checkpoint.load(str(tmp_path / "c"))
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json: not found"):
+        checkpoint.load(str(tmp_path / "nothing"))
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    config = ModelConfig(arch="resnet34", input_size=64)
+    url = str(tmp_path / "c")
+    checkpoint.save(build_model(config), config, url)
+    weights = tmp_path / "c" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model.safetensors: corrupt or truncated"):
+        checkpoint.load(url)
+
+
+def test_config_weights_mismatch_is_explained(tmp_path):
+    config = ModelConfig(arch="resnet34", n_classes=2, input_size=64)
+    url = str(tmp_path / "c")
+    checkpoint.save(build_model(config), config, url)
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    doc["model"]["n_classes"] = 5
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"do not match config.json \(arch=resnet34, n_classes=5\)"):
+        checkpoint.load(url)
+    doc["model"]["arch"] = "vgg"
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="not a semcolor model config"):
+        checkpoint.load(url)
+
+
+def test_no_pickle_in_checkpoint(tmp_path):
+    config = ModelConfig(arch="resnet34", input_size=64)
+    url = tmp_path / "c"
+    checkpoint.save(build_model(config), config, str(url))
+    assert sorted(p.name for p in url.iterdir()) == ["config.json", "model.safetensors"]
