@@ -1,0 +1,301 @@
+"""Decode image and mask bytes with Pillow into compact uint8 arrays, with typed errors.
+
+- Images: EXIF orientation applied; modes 1, L, LA, P, RGB, RGBA, CMYK, YCbCr, I;16*, I, F all become
+  RGB uint8 (H, W, 3). Alpha is composited over white. 16-bit data is scaled (value / 257), never clipped;
+  ``I`` (32-bit int) is read as 16-bit when all values lie in [0, 65535], else scaled from its min..max;
+  ``F`` is read as [0, 1] when all values lie there, else scaled from its min..max.
+- Masks: single channel uint8 (H, W), values kept as they are (binary 0/255 or class ids, 255 = ignore).
+  Palette masks give their palette indices; RGB masks must be gray (R = G = B).
+- A decompression-bomb limit: width x height is checked from the header before any pixel is decoded.
+
+Every failure is a :class:`DataError` subclass carrying ``key``, ``kind`` (a short stable tag for
+records and counts) and ``reason`` (what went wrong and what to do).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from semcolor import storage
+
+DEFAULT_MAX_PIXELS: int = 100_000_000
+"""Images or masks with more pixels (width x height) than this are refused as decompression bombs."""
+
+
+class DataError(ValueError):
+    """A bad input file. ``kind`` is a stable tag (``empty``, ``not_image``, ...); ``reason`` says why."""
+
+    kind = "bad_input"
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}" if key else reason)
+
+
+class EmptyFileError(DataError):
+    """The file has zero bytes."""
+
+    kind = "empty"
+
+
+class NotAnImageError(DataError):
+    """Pillow recognizes no image format in the bytes (e.g. text saved as .jpg)."""
+
+    kind = "not_image"
+
+
+class CorruptImageError(DataError):
+    """The header was read but the pixels could not be decoded (truncated or damaged file)."""
+
+    kind = "corrupt"
+
+
+class ImageTooLargeError(DataError):
+    """More pixels than the configured limit (decompression-bomb guard)."""
+
+    kind = "too_large"
+
+
+class UnsupportedModeError(DataError):
+    """A pixel mode or value range that cannot be converted without guessing."""
+
+    kind = "unsupported"
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> Image.Image:
+    """Open ``data`` lazily (header only) and check its pixel count against ``max_pixels``."""
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if len(data) == 0:
+        raise EmptyFileError(key, "zero-byte file; re-export or remove it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # Pillow refuses > 2 * Image.MAX_IMAGE_PIXELS itself
+        pillow_limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0)
+        hint = (f"raise max_pixels if the file is trusted" if max_pixels < pillow_limit else
+                f"raise PIL.Image.MAX_IMAGE_PIXELS too (now {Image.MAX_IMAGE_PIXELS}), Pillow's own guard")
+        raise ImageTooLargeError(
+            key, f"more pixels than the limit of {min(max_pixels, pillow_limit)} ({exc}); {hint}"
+        ) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise NotAnImageError(key, f"not a recognized image format ({len(data)} bytes)") from exc
+    except Exception as exc:  # Pillow plugins raise many types on a damaged header
+        raise CorruptImageError(key, f"unreadable header: {type(exc).__name__}: {exc}") from exc
+    width, height = im.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            key, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}; "
+            "raise max_pixels if the file is trusted"
+        )
+    return im
+
+
+def _load_oriented(im: Image.Image, key: str, draft_size: int | None) -> Image.Image:
+    """Decode the pixels (at reduced JPEG scale when ``draft_size`` allows) and apply EXIF orientation."""
+    try:
+        if draft_size is not None and im.format == "JPEG":
+            im.draft(None, (draft_size, draft_size))  # DCT scaling; keeps both sides >= draft_size
+        im.load()
+        return ImageOps.exif_transpose(im)
+    except Exception as exc:  # truncated data raises OSError, other damage SyntaxError/ValueError/...
+        raise CorruptImageError(key, f"cannot decode pixels: {type(exc).__name__}: {exc}") from exc
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as displayed, i.e. after its EXIF orientation."""
+    width, height = im.size
+    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # transposing orientations swap the sides
+        return height, width
+    return width, height
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str, key: str) -> np.ndarray:
+    """16/32-bit int or float pixels -> uint8 by scaling (rules in the module docstring)."""
+    if mode.startswith("I;16"):
+        return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    values = arr.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise UnsupportedModeError(key, f"mode {mode} image holds NaN or infinite values")
+    lo, hi = float(values.min()), float(values.max())
+    if mode == "I" and lo >= 0 and hi <= 65535:
+        return np.round(values / 257.0).astype(np.uint8)
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return np.round(values * 255.0).astype(np.uint8)
+    span = hi - lo if hi > lo else 1.0
+    return np.round((values - lo) * (255.0 / span)).astype(np.uint8)
+
+
+def image_to_rgb(im: Image.Image, key: str = "") -> np.ndarray:
+    """A decoded Pillow image of any supported mode -> RGB uint8 (H, W, 3)."""
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        gray = _scale_to_uint8(np.asarray(im), mode, key)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        mode = im.mode
+    if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if mode in ("1", "L", "RGB", "CMYK", "YCbCr", "RGBX"):
+        return np.asarray(im.convert("RGB"))
+    raise UnsupportedModeError(
+        key, f"image mode {mode!r} is not supported; supported: 1, L, LA, P, RGB, RGBA, CMYK, YCbCr, I;16, I, F"
+    )
+
+
+def image_to_mask(im: Image.Image, key: str = "") -> np.ndarray:
+    """A decoded Pillow mask -> uint8 (H, W) with values unchanged (binary 0/255 or class ids)."""
+    mode = im.mode
+    if mode in ("L", "P"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode == "LA":
+        return np.asarray(im.getchannel("L"))
+    if mode in ("RGB", "RGBA"):
+        rgb = np.asarray(im.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise UnsupportedModeError(
+                key, "mask has color (R, G, B differ); save masks as single-channel L or P images of class ids"
+            )
+        return np.ascontiguousarray(rgb[..., 0])
+    if mode.startswith("I"):
+        arr = np.asarray(im)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise UnsupportedModeError(
+                key, f"mask values span {int(arr.min())}..{int(arr.max())}; masks hold 0..255 (class ids, 255 = ignore)"
+            )
+        return arr.astype(np.uint8)
+    raise UnsupportedModeError(key, f"mask mode {mode!r} is not supported; use L (0/255 or class ids) or P")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "",
+                 draft_size: int | None = None) -> np.ndarray:
+    """Image bytes -> RGB uint8 (H, W, 3) as displayed (EXIF orientation applied).
+
+    ``draft_size``: for JPEGs, let the decoder skip detail (DCT scaling) while keeping both sides
+    >= draft_size pixels; use it when the image is resized down to that size next.
+    Raises a :class:`DataError` subclass naming ``key`` and the reason.
+    """
+    im = open_image(data, max_pixels, key)
+    return image_to_rgb(_load_oriented(im, key, draft_size), key)
+
+
+def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> np.ndarray:
+    """Mask bytes -> uint8 (H, W), EXIF orientation applied, values unchanged. Raises :class:`DataError`."""
+    im = open_image(data, max_pixels, key)
+    return image_to_mask(_load_oriented(im, key, None), key)
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> (size, size, 3) with Pillow's antialiased bilinear filter (area-like when shrinking)."""
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Mask uint8 (H, W) -> (size, size) with nearest neighbour, so class ids are never blended."""
+    if mask.shape == (size, size):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One decoded training pair at model size: ``rgb`` uint8 (S, S, 3), ``mask`` uint8 (S, S)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    mask_resized: bool
+    """True when the mask's size differed from its image's (it was resized with nearest neighbour)."""
+
+
+def decode_pair(image: bytes, mask: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                key: str = "") -> Sample:
+    """Image and mask bytes -> a :class:`Sample` squashed to (size, size). Raises :class:`DataError`.
+
+    The mask is compared with the image's full-resolution, EXIF-oriented size before resizing.
+    Reasons start with ``image:`` or ``mask:``, naming the file that failed.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    try:
+        im = open_image(image, max_pixels, key)
+        image_size = oriented_size(im)
+        rgb = resize_rgb(image_to_rgb(_load_oriented(im, key, size), key), size)
+    except DataError as exc:
+        raise type(exc)(key, f"image: {exc.reason}") from exc
+    try:
+        raw_mask = decode_mask(mask, max_pixels, key)
+    except DataError as exc:
+        raise type(exc)(key, f"mask: {exc.reason}") from exc
+    mask_resized = (raw_mask.shape[1], raw_mask.shape[0]) != image_size
+    return Sample(rgb=rgb, mask=resize_mask(raw_mask, size), mask_resized=mask_resized)
+
+
+READ_ERROR = "read_error"
+"""``error_kind`` of a pair whose bytes could not be read (missing object, permissions, network)."""
+
+
+def _fetch(url: str) -> bytes | OSError:
+    try:
+        return storage.read_bytes(url)
+    except OSError as exc:  # returned, not raised: the caller records it against the pair's key
+        return exc
+
+
+def decode_batch(batch: dict[str, np.ndarray], size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 io_threads: int = 8) -> dict[str, np.ndarray]:
+    """Ray Data UDF: pairs -> decoded rows, one output row per input row, never raising on bad data.
+
+    In: ``key``, ``image``, ``mask`` (URLs). Out, N rows:
+    ``key`` str; ``rgb`` uint8 (N, size, size, 3); ``mask`` uint8 (N, size, size);
+    ``ok`` bool; ``error_kind`` str (a :class:`DataError` kind or ``read_error``, "" when ok);
+    ``error`` str (the reason, "" when ok); ``mask_resized`` bool.
+    Rows with ``ok == False`` hold zeros in ``rgb`` / ``mask``. Bytes are fetched with ``io_threads`` threads.
+    """
+    keys = [str(k) for k in batch["key"]]
+    n = len(keys)
+    urls = [str(u) for pair in zip(batch["image"], batch["mask"]) for u in pair]
+    with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(urls)))) as pool:
+        blobs = list(pool.map(_fetch, urls))
+    rgb = np.zeros((n, size, size, 3), dtype=np.uint8)
+    mask = np.zeros((n, size, size), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    resized = np.zeros(n, dtype=bool)
+    kinds = [""] * n
+    reasons = [""] * n
+    for i, key in enumerate(keys):
+        image_bytes, mask_bytes = blobs[2 * i], blobs[2 * i + 1]
+        failed = next((b for b in (image_bytes, mask_bytes) if isinstance(b, OSError)), None)
+        if failed is not None:
+            which = "image" if failed is image_bytes else "mask"
+            kinds[i], reasons[i] = READ_ERROR, f"{which}: {type(failed).__name__}: {failed}"
+            continue
+        try:
+            sample = decode_pair(image_bytes, mask_bytes, size, max_pixels, key)
+        except DataError as exc:
+            kinds[i], reasons[i] = exc.kind, exc.reason
+            continue
+        rgb[i], mask[i], ok[i], resized[i] = sample.rgb, sample.mask, True, sample.mask_resized
+    return {
+        "key": np.array(keys, dtype=object),
+        "rgb": rgb,
+        "mask": mask,
+        "ok": ok,
+        "error_kind": np.array(kinds, dtype=object),
+        "error": np.array(reasons, dtype=object),
+        "mask_resized": resized,
+    }

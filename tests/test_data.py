@@ -1,0 +1,301 @@
+"""semcolor.decode and semcolor.data: decoding, pairing, manifests, splits, preprocessing, the Ray pipeline."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from semcolor import color, data, decode, storage
+from semcolor.synth import make_pair, write_synth
+
+
+def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height (pixels would fail to decode)."""
+    raw = encode(Image.new("L", (4, 4)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return raw[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[33:]
+
+
+# ---------------------------------------------------------------- decode: modes, EXIF, limits
+
+GRAY = np.array([[0, 100], [200, 255]], dtype=np.uint8)
+
+
+def _palette_image() -> Image.Image:
+    im = Image.fromarray(np.array([[0, 1], [1, 0]], dtype=np.uint8), "P")
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    return im
+
+
+MODE_CASES = {
+    # mode: (image bytes, expected RGB of pixel (0, 1))
+    "1": (encode(Image.fromarray(GRAY > 127)), (0, 0, 0)),
+    "L": (encode(Image.fromarray(GRAY, "L")), (100, 100, 100)),
+    "LA": (encode(Image.fromarray(np.dstack([GRAY, np.full_like(GRAY, 255)]), "LA")), (100, 100, 100)),
+    "RGB": (encode(Image.fromarray(np.dstack([GRAY, GRAY // 2, 255 - GRAY]), "RGB")), (100, 50, 155)),
+    "RGBA": (encode(Image.fromarray(np.dstack([GRAY, GRAY, GRAY, np.zeros_like(GRAY)]), "RGBA")), (255, 255, 255)),
+    "P": (encode(_palette_image()), (0, 0, 255)),
+    "CMYK": (encode(Image.new("CMYK", (2, 2), (0, 0, 0, 0)), "TIFF"), (255, 255, 255)),
+    "I;16": (encode(Image.fromarray((GRAY.astype(np.uint16) * 257))), (100, 100, 100)),
+    "I": (encode(Image.fromarray(GRAY.astype(np.int32) * 257), "TIFF"), (100, 100, 100)),
+    "F": (encode(Image.fromarray(GRAY.astype(np.float32) / 255), "TIFF"), (100, 100, 100)),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODE_CASES))
+def test_decode_image_modes(mode: str) -> None:
+    blob, expected = MODE_CASES[mode]
+    assert Image.open(io.BytesIO(blob)).mode == mode
+    rgb = decode.decode_image(blob)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert tuple(rgb[0, 1]) == expected
+
+
+def test_decode_16bit_scales_not_clips() -> None:
+    ramp = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
+    assert decode.decode_image(encode(Image.fromarray(ramp)))[0, :, 0].tolist() == [0, 128, 255]
+    wide = np.array([[-1000, 0, 1000]], dtype=np.int32)  # outside 16-bit: scaled from min..max
+    assert decode.decode_image(encode(Image.fromarray(wide), "TIFF"))[0, :, 0].tolist() == [0, 128, 255]
+    hdr = np.array([[0.0, 2.0, 4.0]], dtype=np.float32)
+    assert decode.decode_image(encode(Image.fromarray(hdr), "TIFF"))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_applied() -> None:
+    arr = np.zeros((4, 6, 3), dtype=np.uint8)
+    arr[:, :3] = (255, 0, 0)  # left half red
+    arr[:, 3:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    blob = encode(Image.fromarray(arr), "JPEG", quality=100, exif=exif.tobytes())
+    rgb = decode.decode_image(blob)
+    assert rgb.shape == (6, 4, 3)
+    assert rgb[0, :, 0].min() > 200 and rgb[-1, :, 2].min() > 200  # red on top, blue at the bottom
+    assert decode.oriented_size(decode.open_image(blob)) == (4, 6)
+
+
+def test_pixel_limit_checked_before_decoding() -> None:
+    huge = png_claiming(30_000, 30_000)  # 900 MP claimed, a few bytes of data
+    with pytest.raises(decode.ImageTooLargeError, match="limit of 100000000"):
+        decode.decode_image(huge, key="k")
+    with pytest.raises(decode.ImageTooLargeError, match="MAX_IMAGE_PIXELS too"):  # Pillow's own guard
+        decode.decode_image(huge, max_pixels=10**10)
+    small = encode(Image.new("RGB", (20, 10)))
+    with pytest.raises(decode.ImageTooLargeError, match="200 pixels exceeds the limit of 199"):
+        decode.decode_image(small, max_pixels=199)
+    assert decode.decode_image(small, max_pixels=200).shape == (10, 20, 3)
+    with pytest.raises(ValueError, match="max_pixels must be positive"):
+        decode.decode_image(small, max_pixels=0)
+
+
+GOOD_PNG = encode(Image.fromarray(make_pair(0, 32)[0]))
+GOOD_JPEG = encode(Image.fromarray(make_pair(0, 32)[0]), "JPEG")
+BAD_FILES = {
+    "empty": (b"", decode.EmptyFileError),
+    "text": (b"hello, I am not a picture\n" * 4, decode.NotAnImageError),
+    "truncated_png": (GOOD_PNG[: len(GOOD_PNG) // 2], decode.CorruptImageError),
+    "truncated_jpeg": (GOOD_JPEG[: len(GOOD_JPEG) // 2], decode.CorruptImageError),
+    "bomb": (png_claiming(20_000, 20_000), decode.ImageTooLargeError),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_raise_typed_errors(name: str) -> None:
+    blob, error = BAD_FILES[name]
+    with pytest.raises(error) as info:
+        decode.decode_image(blob, key=f"dir/{name}")
+    assert info.value.key == f"dir/{name}" and str(info.value).startswith(f"dir/{name}: ")
+    assert isinstance(info.value, ValueError) and info.value.kind == error.kind
+
+
+def test_decode_mask_modes() -> None:
+    ids = np.array([[0, 1], [2, 255]], dtype=np.uint8)
+    assert decode.decode_mask(encode(Image.fromarray(ids, "L"))).tolist() == ids.tolist()
+    palette = Image.fromarray(ids, "P")
+    palette.putpalette(np.random.default_rng(0).integers(0, 256, 768, dtype=np.uint8).tobytes())
+    assert decode.decode_mask(encode(palette)).tolist() == ids.tolist()  # indices, not colors
+    assert decode.decode_mask(encode(Image.fromarray(ids > 1))).tolist() == [[0, 0], [255, 255]]
+    assert decode.decode_mask(encode(Image.fromarray(np.dstack([ids] * 3)))).tolist() == ids.tolist()
+    assert decode.decode_mask(encode(Image.fromarray(ids.astype(np.uint16)))).dtype == np.uint8
+    with pytest.raises(decode.UnsupportedModeError, match="mask has color"):
+        decode.decode_mask(encode(Image.fromarray(np.dstack([ids, ids, ids * 0]))))
+    with pytest.raises(decode.UnsupportedModeError, match="0..256"):
+        decode.decode_mask(encode(Image.fromarray(np.array([[0, 256]], dtype=np.uint16))))
+
+
+def test_decode_pair_resizes_and_counts_mask_size() -> None:
+    rgb, mask = make_pair(3, 48)
+    half = np.asarray(Image.fromarray(mask).resize((24, 24), Image.Resampling.NEAREST))
+    sample = decode.decode_pair(encode(Image.fromarray(rgb)), encode(Image.fromarray(half)), 32)
+    assert sample.rgb.shape == (32, 32, 3) and sample.mask.shape == (32, 32) and sample.mask_resized
+    assert set(np.unique(sample.mask)) <= {0, 255}
+    same = decode.decode_pair(encode(Image.fromarray(rgb)), encode(Image.fromarray(mask)), 48)
+    assert not same.mask_resized and np.array_equal(same.rgb, rgb) and np.array_equal(same.mask, mask)
+    with pytest.raises(decode.EmptyFileError, match="k: mask: zero-byte"):
+        decode.decode_pair(encode(Image.fromarray(rgb)), b"", 32, key="k")
+
+
+# ---------------------------------------------------------------- pairing and manifests
+
+
+def _touch(root: Path, rel: str, payload: bytes = b"x") -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(payload)
+
+
+def test_pairing_nested_orphans_and_ambiguous(tmp_path: Path, caplog) -> None:
+    for rel in ("a.jpg", "n/b.png", "n/deep/c.JPEG", "only_image.png", "dup.jpg", "dup.png", "notes.txt"):
+        _touch(tmp_path / "images", rel)
+    for rel in ("a.png", "n/b.png", "n/deep/c.png", "only_mask.png", "dup.png"):
+        _touch(tmp_path / "masks", rel)
+    result = data.pair_prefixes(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert result.pairs.column("key").to_pylist() == ["a", "n/b", "n/deep/c"]
+    assert result.pairs.column("image").to_pylist()[2] == str(tmp_path / "images/n/deep/c.JPEG")
+    assert result.orphan_images == [str(tmp_path / "images/only_image.png")]
+    assert result.orphan_masks == [str(tmp_path / "masks/only_mask.png")]
+    assert result.ambiguous == [str(tmp_path / f) for f in ("images/dup.jpg", "images/dup.png", "masks/dup.png")]
+    assert "1 images without a mask" in caplog.text and "1 masks without an image" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["m.parquet", "m.csv"])
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_manifest_round_trip(tmp_path: Path, name: str, where: str) -> None:
+    pairs = pa.table({"key": ["a", "n/b"], "image": ["s3://b/i/a.jpg", "/x/i/n/b.png"],
+                      "mask": ["s3://b/m/a.png", "/x/m/n/b.png"]}, schema=data.PAIR_SCHEMA)
+    url = str(tmp_path / name) if where == "local" else f"memory://manifests/{tmp_path.name}/{name}"
+    data.write_manifest(pairs, url)
+    assert data.read_manifest(url).equals(pairs)
+    assert data.load_pairs(manifest=url, limit=1).column("key").to_pylist() == ["a"]
+
+
+def test_csv_manifest_relative_paths_and_derived_keys(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("image,mask\nimages/a.jpg,masks/a.png\nimages/n/b.jpg,masks/n/b.png\n")
+    pairs = data.read_manifest(str(tmp_path / "m.csv"))
+    assert pairs.column("key").to_pylist() == ["a", "n/b"]
+    assert pairs.column("mask").to_pylist()[1] == str(tmp_path / "masks/n/b.png")
+
+
+def test_manifest_errors(tmp_path: Path) -> None:
+    (tmp_path / "cols.csv").write_text("img,mask\na.jpg,a.png\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['image'\]"):
+        data.read_manifest(str(tmp_path / "cols.csv"))
+    (tmp_path / "dup.csv").write_text("key,image,mask\na,a.jpg,a.png\na,b.jpg,b.png\n")
+    with pytest.raises(ValueError, match="duplicate key"):
+        data.read_manifest(str(tmp_path / "dup.csv"))
+    with pytest.raises(ValueError, match="no data source"):
+        data.load_pairs(images="x")
+    with pytest.raises(ValueError, match="not both"):
+        data.load_pairs(images="x", masks="y", manifest="z")
+
+
+def test_run_manifest_cli(tmp_path: Path, capsys) -> None:
+    from semcolor.cli import main
+
+    write_synth(str(tmp_path / "d"), 3, 16)
+    out = str(tmp_path / "pairs.parquet")
+    assert main(["manifest", "--images", str(tmp_path / "d/images"), "--masks", str(tmp_path / "d/masks"),
+                 "--out", out]) == 0
+    assert "wrote 3 pairs" in capsys.readouterr().out
+    assert data.read_manifest(out).column("key").to_pylist() == ["000000", "000001", "000002"]
+    (tmp_path / "empty").mkdir()
+    assert main(["manifest", "--images", str(tmp_path / "d/images"), "--masks", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "none.parquet")]) == 1
+    assert not (tmp_path / "none.parquet").exists()
+
+
+# ---------------------------------------------------------------- split
+
+
+def test_split_is_deterministic_and_complete() -> None:
+    keys = [f"k{i:04d}" for i in range(2000)]
+    pairs = pa.table({"key": keys, "image": keys, "mask": keys}, schema=data.PAIR_SCHEMA)
+    train, val = data.split_pairs(pairs, 0.2)
+    assert train.num_rows + val.num_rows == 2000 and 300 < val.num_rows < 500
+    assert not set(train["key"].to_pylist()) & set(val["key"].to_pylist())
+    assert data.split_pairs(pairs, 0.2)[1].equals(val)
+    assert not data.split_pairs(pairs, 0.2, seed=1)[1].equals(val)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\]"):
+        data.is_validation("a", 1.5)
+
+
+def test_split_golden_values() -> None:
+    """SHA-256 of "seed:key", never Python's salted hash(): the same keys in every process and version."""
+    expected = ["k1", "k2", "k3", "k5", "k6", "k10", "k11", "k12", "k13", "k14", "k15"]
+    assert [k for k in (f"k{i}" for i in range(16)) if data.is_validation(k, 0.5)] == expected
+
+
+# ---------------------------------------------------------------- preprocess_batch
+
+
+def _batch(b: int = 3, h: int = 8, w: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB whose red channel encodes the column, and a mask that is foreground on the left third."""
+    rgb = torch.zeros(b, h, w, 3, dtype=torch.uint8)
+    rgb[..., 0] = (torch.arange(w) * 20).to(torch.uint8)
+    mask = torch.zeros(b, h, w, dtype=torch.uint8)
+    mask[:, :, : w // 3] = 255
+    return rgb, mask
+
+
+def test_preprocess_shapes_and_values() -> None:
+    rgb, mask = _batch()
+    out = data.preprocess_batch(rgb, mask, n_classes=2, train=False)
+    assert out["l"].shape == (3, 1, 8, 12) and out["ab"].shape == (3, 2, 8, 12) and out["target"].shape == (3, 8, 12)
+    assert out["target"].dtype == torch.int64 and out["l"].dtype == torch.float32
+    lab = color.rgb_to_lab(color.uint8_to_float(rgb))
+    assert torch.allclose(out["l"], lab[:, :1] / 100) and torch.allclose(out["ab"], lab[:, 1:] / 110)
+    assert out["target"][0, 0].tolist() == [1] * 4 + [0] * 8
+    gray = data.preprocess_batch(torch.full((1, 4, 4, 3), 128, dtype=torch.uint8),
+                                 torch.zeros(1, 4, 4, dtype=torch.uint8), 2, train=False)
+    assert gray["ab"].abs().max() < 1e-3 and 0.5 < gray["l"].mean() < 0.6
+
+
+def test_preprocess_multiclass_ignore_and_invalid() -> None:
+    mask = torch.tensor([[[0, 1, 2, 255]]], dtype=torch.uint8)
+    rgb = torch.zeros(1, 1, 4, 3, dtype=torch.uint8)
+    assert data.preprocess_batch(rgb, mask, 3, train=False)["target"].tolist() == [[[0, 1, 2, 255]]]
+    assert data.IGNORE_INDEX == 255
+    assert data.preprocess_batch(rgb, mask, 2, train=False)["target"].tolist() == [[[0, 0, 0, 1]]]
+    with pytest.raises(ValueError, match=r"mask values \[7\] are neither class ids 0..2 nor 255"):
+        data.preprocess_batch(rgb, torch.tensor([[[0, 1, 7, 255]]], dtype=torch.uint8), 3, train=False)
+    with pytest.raises(ValueError, match="rgb must be uint8"):
+        data.preprocess_batch(rgb.float(), mask, 3, train=False)
+    with pytest.raises(ValueError, match="n_classes must be >= 2"):
+        data.preprocess_batch(rgb, mask, 1, train=False)
+
+
+def test_preprocess_flip_and_crop_move_image_and_mask_together() -> None:
+    rgb, mask = _batch(b=16)
+    g = torch.Generator().manual_seed(0)
+    out = data.preprocess_batch(rgb, mask, 2, train=True, crop=6, generator=g)
+    assert out["l"].shape == (16, 1, 6, 6) and out["target"].shape == (16, 6, 6)
+    flipped = 0
+    for i in range(16):
+        # L grows with the red channel, i.e. with the source column: a flip reverses its order
+        row_l = out["l"][i, 0, 0]
+        left_to_right = bool(row_l[-1] > row_l[0])
+        flipped += not left_to_right
+        # the mask's foreground (source columns 0..3) must sit where L is smallest
+        fg = out["target"][i, 0].bool()
+        if fg.any() and (~fg).any():
+            assert row_l[fg].max() < row_l[~fg].min()
+    assert 0 < flipped < 16
+    again = data.preprocess_batch(rgb, mask, 2, train=True, crop=6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again["l"], out["l"]) and torch.equal(again["target"], out["target"])
+    center = data.preprocess_batch(rgb, mask, 2, train=False, crop=6)
+    assert torch.equal(center["target"][0, 0], torch.tensor([1, 0, 0, 0, 0, 0]))  # columns 3..8
+    with pytest.raises(ValueError, match="crop must be in 1..8"):
+        data.preprocess_batch(rgb, mask, 2, train=True, crop=9)
