@@ -1,0 +1,73 @@
+"""The shared inference core: compact L, full-resolution merge, masks, and a loaded Colorizer."""
+
+import numpy as np
+import pytest
+
+from semcolor import checkpoint
+from semcolor.colorizer import (
+    Colorizer,
+    mask_full_resolution,
+    merge_full_resolution,
+    resize_l8,
+    rgb_to_l8,
+)
+from semcolor.model import ModelConfig, build_model
+
+
+def test_gray_source_with_zero_ab_is_reproduced_within_one_level():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    out = merge_full_resolution(rgb_to_l8(gray), np.zeros((2, 8, 8), np.int8))
+    assert out.shape == (37, 53, 3)
+    assert np.abs(out.astype(int) - gray[..., None].astype(int)).max() <= 1
+
+
+def test_merge_keeps_full_resolution_detail_and_applies_color():
+    l8 = np.full((300, 201), 150, np.uint8)
+    l8[::2] = 100  # one-pixel stripes survive the merge: L is never resampled
+    ab = np.zeros((2, 16, 16), np.int8)
+    ab[0] = 40  # reddish everywhere
+    out = merge_full_resolution(l8, ab).astype(int)
+    assert out.shape == (300, 201, 3)
+    assert (out[0].mean(0) < out[1].mean(0)).all()  # stripes kept
+    assert (out[..., 0] > out[..., 1]).all()  # a > 0 pushes red over green
+
+
+def test_merge_in_bands_equals_merge_at_once(monkeypatch):
+    rng = np.random.default_rng(1)
+    l8 = rng.integers(0, 256, (64, 40), dtype=np.uint8)
+    ab = rng.integers(-60, 60, (2, 8, 8)).astype(np.int8)
+    whole = merge_full_resolution(l8, ab)
+    monkeypatch.setattr("semcolor.colorizer.MERGE_CHUNK_PIXELS", 40 * 7)  # bands of 7 rows
+    np.testing.assert_array_equal(merge_full_resolution(l8, ab), whole)
+
+
+def test_resize_and_masks():
+    l8 = np.arange(100 * 60, dtype=np.uint32).reshape(100, 60).astype(np.uint8)
+    assert resize_l8(l8, 32).shape == (32, 32)
+    assert resize_l8(l8[:10, :10], 32).shape == (32, 32)  # upscaling small sources works too
+    fg = np.zeros((8, 8), np.uint8)
+    fg[:, 4:] = 255
+    mask = mask_full_resolution(fg, 40, 80, n_classes=2)
+    assert mask.shape == (40, 80) and set(np.unique(mask)) == {0, 255}
+    assert mask[:, :30].max() == 0 and mask[:, 50:].min() == 255
+    classes = mask_full_resolution(np.full((8, 8), 3, np.uint8), 5, 7, n_classes=4)
+    assert classes.shape == (5, 7) and (classes == 3).all()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_colorizer_from_checkpoint_keeps_sizes(tmp_path, n_classes):
+    config = ModelConfig(arch="resnet34", n_classes=n_classes, input_size=64)
+    checkpoint.save(build_model(config), config, str(tmp_path / "c"))
+    colorizer = Colorizer.from_checkpoint(str(tmp_path / "c"), device="cpu")
+    assert colorizer.size == 64
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), rng.integers(0, 256, (40, 33), dtype=np.uint8)]
+    results = colorizer.colorize_many(images)
+    assert [r[0].shape for r in results] == [(97, 131, 3), (40, 33, 3)]
+    assert [r[1].shape for r in results] == [(97, 131), (40, 33)]
+    ab8, fg8 = colorizer.predict(np.zeros((3, 64, 64), np.uint8))
+    assert ab8.shape == (3, 2, 64, 64) and ab8.dtype == np.int8
+    assert fg8.shape == (3, 64, 64) and fg8.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"\(B, S, S\)"):
+        colorizer.predict(np.zeros((64, 64), np.uint8))
