@@ -1,0 +1,294 @@
+"""The Serve endpoint: typed builder args, HTTP API over a real `serve.run` on loopback, limits, batching.
+
+Unit tests (no Ray) cover argument validation and format negotiation. The `ray` tests deploy a tiny
+random-weight checkpoint once per module through `semcolor serve --no-blocking` (the CLI path) on
+127.0.0.1 and a free port, speak HTTP to it, and delete the app and shut Serve down at the end.
+"""
+
+import base64
+import inspect
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import free_port
+from semcolor.serve import APP_NAME, ServeArgs, app, parse_replicas, run_serve
+from semcolor.serve_io import RequestError, choose_format
+
+MAX_BODY_MB = 1
+MAX_PIXELS = 1_000_000
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+def encode(array: np.ndarray, fmt: str = "PNG", **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def gray(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth gradient plus noise, uint8 (H, W)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :] * np.ones((height, 1), np.float32)
+    return np.clip(ramp + rng.normal(0, 20, (height, width)), 0, 255).astype(np.uint8)
+
+
+def decoded(content: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(content))
+    image.load()
+    return image
+
+
+# ---- unit: arguments and negotiation (no Ray) ------------------------------------------------------------
+def test_builder_is_typed_so_serve_validates_its_args():
+    # Serve converts the args dict to the builder's pydantic annotation only when it is the class itself.
+    (param,) = inspect.signature(app).parameters.values()
+    assert param.annotation is ServeArgs
+
+
+def test_serve_args_convert_command_line_strings_and_refuse_unknown_keys():
+    args = ServeArgs.model_validate({"checkpoint": "s3://b/ckpt", "max_batch_size": "16",
+                                     "batch_wait_timeout_s": "0.02", "num_replicas": "auto",
+                                     "autoscaling_config": '{"max_replicas": 4}'})
+    assert (args.max_batch_size, args.batch_wait_timeout_s, args.num_replicas) == (16, 0.02, "auto")
+    opts = args.deployment_options()
+    assert opts["autoscaling_config"] == {"max_replicas": 4} and "num_replicas" not in opts
+    assert opts["max_ongoing_requests"] >= args.max_batch_size
+    with pytest.raises(ValueError, match="batch_wait_timeout"):
+        ServeArgs.model_validate({"checkpoint": "x", "batch_wait_timeout": 0.01})
+    with pytest.raises(ValueError, match="either num_replicas"):
+        ServeArgs(checkpoint="x", num_replicas=2, autoscaling_config={"max_replicas": 4})
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ServeArgs(checkpoint="x", max_batch_size=0)
+
+
+def test_settings_and_gpu_options():
+    args = ServeArgs(checkpoint="x", num_gpus=1, num_cpus=2, max_body_mb=2, num_replicas=3)
+    opts = args.deployment_options()
+    assert opts["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1} and opts["num_replicas"] == 3
+    settings = args.settings()
+    assert settings.max_body_bytes == 2 * 1024 * 1024 and settings.torch_threads == 2
+
+
+def test_parse_replicas():
+    assert parse_replicas("3", 8) == {"num_replicas": 3}
+    assert parse_replicas("1:4", 8) == {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
+                                                               "target_ongoing_requests": 8}}
+    for bad in ("x", "4:1", "1:2:3"):
+        with pytest.raises(ValueError, match="--replicas"):
+            parse_replicas(bad, 8)
+
+
+@pytest.mark.parametrize("query,accept,expected", [
+    (None, None, "png"), (None, "*/*", "png"), (None, "image/jpeg", "jpeg"), (None, "text/html", "png"),
+    (None, "image/png;q=0.5, image/jpeg", "jpeg"), (None, "image/jpeg;q=0.2, image/*", "png"),
+    ("jpg", "image/png", "jpeg"), ("PNG", "image/jpeg", "png"),
+])
+def test_choose_format(query, accept, expected):
+    assert choose_format(query, accept) == expected
+
+
+def test_choose_format_rejects_unknown():
+    with pytest.raises(RequestError) as info:
+        choose_format("gif", None)
+    assert info.value.status_code == 422 and "png, jpeg" in info.value.detail
+
+
+def test_no_blocking_without_a_cluster_is_refused(monkeypatch, capsys):
+    from semcolor.cli import build_parser
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    args = build_parser().parse_args(["serve", "--checkpoint", "x", "--no-blocking"])
+    assert run_serve(args) == 2
+    assert "needs a running Ray cluster" in capsys.readouterr().err
+
+
+# ---- integration: a deployed app ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
+    """`semcolor serve --no-blocking` with a tiny checkpoint on 127.0.0.1:<free port>; removed afterwards."""
+    from ray import serve
+
+    from semcolor import checkpoint
+    from semcolor.cli import build_parser
+    from semcolor.model import ModelConfig, build_model
+
+    ckpt = str(tmp_path_factory.mktemp("serve") / "ckpt")
+    config = ModelConfig(arch="resnet34", input_size=64)
+    checkpoint.save(build_model(config), config, ckpt)
+    port = free_port()
+    args = build_parser().parse_args([
+        "serve", "--checkpoint", ckpt, "--host", "127.0.0.1", "--port", str(port), "--no-blocking",
+        "--max-batch-size", "8", "--batch-wait-timeout", "0.05",
+        "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS),
+    ])
+    assert run_serve(args) == 0
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("height,width,mode", [(64, 64, "L"), (37, 53, "L"), (101, 7, "RGB"), (1, 45, "L")])
+def test_colorize_returns_png_at_source_size(client, height, width, mode):
+    image = gray(height, width)
+    if mode == "RGB":
+        image = np.stack([image, image[::-1], 255 - image], axis=2)
+    r = client.post("/colorize", content=encode(image), headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    out = decoded(r.content)
+    assert (out.format, out.mode, out.size) == ("PNG", "RGB", (width, height))
+    assert "model;dur=" in r.headers["server-timing"]
+
+
+@pytest.mark.ray
+def test_colorize_multipart_upload_and_jpeg_output(client):
+    body = encode(np.stack([gray(40, 60)] * 3, axis=2), "JPEG", quality=90)
+    r = client.post("/colorize", files={"file": ("scan.jpg", body, "image/jpeg")})
+    assert r.status_code == 200 and decoded(r.content).size == (60, 40)
+    r = client.post("/colorize?format=jpeg", content=body)
+    assert r.headers["content-type"] == "image/jpeg" and decoded(r.content).format == "JPEG"
+    r = client.post("/colorize", content=body, headers={"Accept": "image/jpeg"})
+    assert r.headers["content-type"] == "image/jpeg" and decoded(r.content).size == (60, 40)
+
+
+@pytest.mark.ray
+def test_exif_rotated_jpeg_comes_back_as_displayed(client):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display: stored 40 wide x 30 high, shown 30 x 40
+    body = encode(gray(30, 40), "JPEG", exif=exif.tobytes())
+    r = client.post("/colorize", content=body)
+    assert r.status_code == 200, r.text
+    assert decoded(r.content).size == (30, 40)
+    r = client.post("/segment", content=body)
+    assert decoded(r.content).size == (30, 40)
+
+
+@pytest.mark.ray
+def test_segment_returns_a_full_resolution_binary_mask(client):
+    r = client.post("/segment", content=encode(gray(45, 77)))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    mask = decoded(r.content)
+    assert (mask.mode, mask.size) == ("L", (77, 45))
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+@pytest.mark.ray
+def test_predict_returns_both_images_and_timings(client):
+    r = client.post("/predict", content=encode(gray(33, 71)))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert (doc["width"], doc["height"], doc["colorized_format"]) == (71, 33, "png")
+    assert decoded(base64.b64decode(doc["colorized"])).size == (71, 33)
+    mask = decoded(base64.b64decode(doc["mask"]))
+    assert (mask.mode, mask.size) == ("L", (71, 33))
+    assert 0.0 <= doc["foreground_fraction"] <= 1.0 and doc["batch_size"] >= 1
+    timings = doc["timings_ms"]
+    assert set(timings) == {"read", "decode", "preprocess", "queue", "model", "merge", "encode", "total"}
+    assert all(v >= 0 for v in timings.values()) and timings["model"] > 0
+    assert timings["total"] >= timings["model"]
+
+
+@pytest.mark.ray
+def test_health_page_and_openapi(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["size"] == 64 and health["max_pixels"] == MAX_PIXELS
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="file"' in page.text and 'id="colorized"' in page.text
+    spec = client.get("/openapi.json").json()
+    assert {"/colorize", "/segment", "/predict", "/healthz", "/stats"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/colorize"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def _chunks(total: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    for _ in range(total // chunk):
+        yield b"\0" * chunk
+
+
+BAD_INPUTS = {
+    # name: (request kwargs, expected status, a word of the reason)
+    "empty body": (dict(content=b""), 400, "empty"),
+    "empty multipart file": (dict(files={"file": ("x.png", b"", "image/png")}), 400, "empty"),
+    "multipart without a file": (dict(data={"note": "hi"}, files={"other": (None, "x")}), 400, "file"),
+    "malformed multipart": (dict(content=b"--zz\r\ngarbage",
+                                 headers={"Content-Type": "multipart/form-data; boundary=zz"}), 400, "multipart"),
+    "text, not an image": (dict(content=b"hello, this is not an image"), 415, "not a recognized image"),
+    "truncated png": (dict(content=encode(gray(64, 64))[:200]), 422, "decode"),
+    "declared body too large": (dict(content=b"\0" * (MAX_BODY_MB * 1024 * 1024 + 1)), 413, "limit"),
+    "chunked body too large": (dict(content=_chunks(2 * MAX_BODY_MB * 1024 * 1024)), 413, "limit"),
+    "too many pixels": (dict(content=encode(np.zeros((1000, 1001), np.uint8))), 413, "pixels"),
+    "unknown format": (dict(params={"format": "gif"}, content=encode(gray(8, 8))), 422, "format"),
+    "invalid content-length": (dict(content=b"x", headers={"Content-Length": "abc"}), 400, "content-length"),
+}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+@pytest.mark.parametrize("path", ["/colorize", "/segment", "/predict"])
+def test_bad_input_gets_4xx_with_a_json_reason(base_url, name, path):
+    kwargs, status, word = BAD_INPUTS[name]
+    if name == "chunked body too large":
+        kwargs = dict(content=_chunks(2 * MAX_BODY_MB * 1024 * 1024))  # a generator is consumed once
+    if name == "unknown format" and path == "/segment":
+        pytest.skip("/segment always answers PNG and takes no format")
+    if name == "invalid content-length":
+        status_line = _raw_post(base_url, path, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nx")
+        # uvicorn's HTTP parser refuses the request itself; either way a 400 and never a 500
+        assert status_line.startswith(b"HTTP/1.1 400"), status_line
+        return
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        r = c.post(path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and word.lower() in detail.lower(), detail
+
+
+def _raw_post(base_url: str, path: str, request: bytes) -> bytes:
+    """Send bytes as they are (httpx would fix a bad header) and return the status line."""
+    import socket
+
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request.replace(b"%s", path.encode()))
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.ray
+def test_concurrent_requests_are_batched(client, base_url):
+    before = client.get("/stats").json()
+    bodies = [encode(gray(30 + i % 7, 40 + i % 5, seed=i)) for i in range(64)]
+
+    def post(body: bytes) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        with httpx.Client(base_url=base_url, timeout=120) as c:
+            r = c.post("/colorize", content=body)
+        expected = Image.open(io.BytesIO(body)).size
+        return r.status_code, decoded(r.content).size if r.status_code == 200 else (0, 0), expected
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(post, bodies))
+    assert [status for status, _, _ in results] == [200] * 64
+    assert all(got == expected for _, got, expected in results)
+    after = client.get("/stats").json()
+    assert after["images"] - before["images"] == 64
+    new_counts = {int(k): v - before["batch_size_counts"].get(k, 0) for k, v in after["batch_size_counts"].items()}
+    assert max(k for k, v in new_counts.items() if v > 0) > 1, json.dumps(after)
+    assert after["max_batch_size_seen"] <= 8
