@@ -99,23 +99,21 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "")
     return im
 
 
-def _load_oriented(im: Image.Image, key: str, draft_size: int | None) -> Image.Image:
-    """Decode the pixels (at reduced JPEG scale when ``draft_size`` allows) and apply EXIF orientation."""
+def _load_oriented(im: Image.Image, key: str, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode the pixels (at reduced JPEG scale when ``draft_size`` allows), apply EXIF orientation.
+
+    Returns the oriented image and its full-resolution (width, height) as displayed.
+    """
+    width, height = im.size
     try:
         if draft_size is not None and im.format == "JPEG":
             im.draft(None, (draft_size, draft_size))  # DCT scaling; keeps both sides >= draft_size
         im.load()
-        return ImageOps.exif_transpose(im)
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that transpose swap the sides
+            width, height = height, width
+        return ImageOps.exif_transpose(im), (width, height)
     except Exception as exc:  # truncated data raises OSError, other damage SyntaxError/ValueError/...
         raise CorruptImageError(key, f"cannot decode pixels: {type(exc).__name__}: {exc}") from exc
-
-
-def oriented_size(im: Image.Image) -> tuple[int, int]:
-    """(width, height) of an opened image as displayed, i.e. after its EXIF orientation."""
-    width, height = im.size
-    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # transposing orientations swap the sides
-        return height, width
-    return width, height
 
 
 def _scale_to_uint8(arr: np.ndarray, mode: str, key: str) -> np.ndarray:
@@ -188,14 +186,14 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "
     >= draft_size pixels; use it when the image is resized down to that size next.
     Raises a :class:`DataError` subclass naming ``key`` and the reason.
     """
-    im = open_image(data, max_pixels, key)
-    return image_to_rgb(_load_oriented(im, key, draft_size), key)
+    im, _ = _load_oriented(open_image(data, max_pixels, key), key, draft_size)
+    return image_to_rgb(im, key)
 
 
 def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> np.ndarray:
     """Mask bytes -> uint8 (H, W), EXIF orientation applied, values unchanged. Raises :class:`DataError`."""
-    im = open_image(data, max_pixels, key)
-    return image_to_mask(_load_oriented(im, key, None), key)
+    im, _ = _load_oriented(open_image(data, max_pixels, key), key, None)
+    return image_to_mask(im, key)
 
 
 def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -232,9 +230,8 @@ def decode_pair(image: bytes, mask: bytes, size: int, max_pixels: int = DEFAULT_
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     try:
-        im = open_image(image, max_pixels, key)
-        image_size = oriented_size(im)
-        rgb = resize_rgb(image_to_rgb(_load_oriented(im, key, size), key), size)
+        im, image_size = _load_oriented(open_image(image, max_pixels, key), key, size)
+        rgb = resize_rgb(image_to_rgb(im, key), size)
     except DataError as exc:
         raise type(exc)(key, f"image: {exc.reason}") from exc
     try:

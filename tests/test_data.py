@@ -85,7 +85,8 @@ def test_exif_orientation_applied() -> None:
     rgb = decode.decode_image(blob)
     assert rgb.shape == (6, 4, 3)
     assert rgb[0, :, 0].min() > 200 and rgb[-1, :, 2].min() > 200  # red on top, blue at the bottom
-    assert decode.oriented_size(decode.open_image(blob)) == (4, 6)
+    mask = encode(Image.new("L", (4, 6)))  # saved as displayed: matches the oriented image
+    assert not decode.decode_pair(blob, mask, 4).mask_resized
 
 
 def test_pixel_limit_checked_before_decoding() -> None:
@@ -299,3 +300,92 @@ def test_preprocess_flip_and_crop_move_image_and_mask_together() -> None:
     assert torch.equal(center["target"][0, 0], torch.tensor([1, 0, 0, 0, 0, 0]))  # columns 3..8
     with pytest.raises(ValueError, match="crop must be in 1..8"):
         data.preprocess_batch(rgb, mask, 2, train=True, crop=9)
+
+
+# ---------------------------------------------------------------- Ray Data pipeline (integration)
+
+
+def _rows(ds) -> dict[str, dict]:
+    return {r["key"]: r for r in ds.take_all()}
+
+
+def _assert_synth_rows(rows: dict[str, dict], n: int, size: int) -> None:
+    assert sorted(rows) == [f"{i:06d}" for i in range(n)]
+    for key, row in rows.items():
+        rgb, mask = make_pair(int(key), size)
+        assert row["rgb"].dtype == np.uint8 and row["rgb"].shape == (size, size, 3)
+        assert row["mask"].dtype == np.uint8 and row["mask"].shape == (size, size)
+        assert np.array_equal(row["rgb"], rgb) and np.array_equal(row["mask"], mask)
+        assert set(row) == {"key", "rgb", "mask"}
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_local_s3_and_manifest_give_identical_rows(tmp_path: Path, ray_local, s3_prefix: str) -> None:
+    n, size = 10, 32
+    local = str(tmp_path / "synth")
+    write_synth(local, n, size)
+    for url in storage.list_files(local):  # upload the local folder to S3
+        storage.write_bytes(storage.join(s3_prefix, storage.relative_key(url, local) + ".png"), storage.read_bytes(url))
+    manifest = storage.join(s3_prefix, "pairs.parquet")
+    data.write_manifest(data.load_pairs(images=f"{s3_prefix}/images", masks=f"{s3_prefix}/masks"), manifest)
+    sources = {
+        "local": data.load_pairs(images=f"{local}/images", masks=f"{local}/masks"),
+        "s3": data.load_pairs(images=f"{s3_prefix}/images", masks=f"{s3_prefix}/masks"),
+        "manifest": data.load_pairs(manifest=manifest),
+    }
+    assert sources["manifest"].column("image").to_pylist()[0] == f"{s3_prefix}/images/000000.png"
+    results = {name: data.load_dataset(pairs, size, rows_per_block=4) for name, pairs in sources.items()}
+    for name, (ds, report) in results.items():
+        assert report.counts() == {"ok": n, "mask_resized": 0, "error": 0}, name
+        _assert_synth_rows(_rows(ds), n, size)
+
+
+@pytest.mark.ray
+def test_mixed_folder_counts_every_bad_file(tmp_path: Path, ray_local) -> None:
+    root = tmp_path / "mixed"
+    write_synth(str(root), 6, 32)
+    rgb, mask = make_pair(99, 32)
+    good_image, good_mask = encode(Image.fromarray(rgb)), encode(Image.fromarray(mask))
+    small_mask = encode(Image.fromarray(mask).resize((16, 16), Image.Resampling.NEAREST))
+    color_mask = encode(Image.fromarray(np.dstack([mask, mask // 2, mask])))
+    bad = {  # key: (image bytes, mask bytes, expected kind or None when the pair is good)
+        "corrupt": (good_image[: len(good_image) // 2], good_mask, "corrupt"),
+        "empty": (b"", good_mask, "empty"),
+        "text": (b"not an image at all", good_mask, "not_image"),
+        "bomb": (png_claiming(20_000, 20_000), good_mask, "too_large"),
+        "badmask": (good_image, b"garbage", "not_image"),
+        "colormask": (good_image, color_mask, "unsupported"),
+        "nested/resized": (good_image, small_mask, None),
+    }
+    for key, (image_bytes, mask_bytes, _) in bad.items():
+        _touch(root / "images", f"{key}{'.jpg' if key == 'text' else '.png'}", image_bytes)
+        _touch(root / "masks", f"{key}.png", mask_bytes)
+    pairs = data.load_pairs(images=str(root / "images"), masks=str(root / "masks"))
+    missing = pa.table({"key": ["missing"], "image": [str(root / "images/000000.png")],
+                        "mask": [str(root / "masks/gone.png")]}, schema=data.PAIR_SCHEMA)
+    ds, report = data.load_dataset(pa.concat_tables([pairs, missing]), 32, rows_per_block=3)
+    assert report.counts() == {"ok": 7, "mask_resized": 1, "error": 7, "error:corrupt": 1, "error:empty": 1,
+                               "error:not_image": 2, "error:read_error": 1, "error:too_large": 1,
+                               "error:unsupported": 1}
+    by_key = {e["key"]: e for e in report.errors}
+    assert {k: by_key[k]["kind"] for k in bad if bad[k][2]} == {k: v[2] for k, v in bad.items() if v[2]}
+    assert by_key["badmask"]["reason"].startswith("mask: ") and by_key["text"]["reason"].startswith("image: ")
+    assert by_key["missing"]["mask"].endswith("gone.png") and "FileNotFoundError" in by_key["missing"]["reason"]
+    rows = _rows(ds)
+    assert sorted(rows) == [f"{i:06d}" for i in range(6)] + ["nested/resized"]
+    assert set(np.unique(rows["nested/resized"]["mask"]).tolist()) <= {0, 255}
+    _assert_synth_rows({k: v for k, v in rows.items() if k != "nested/resized"}, 6, 32)
+
+
+@pytest.mark.ray
+def test_ecssd_subset_reads(ecssd_dir: Path, ray_local) -> None:
+    pairs = data.load_pairs(images=str(ecssd_dir / "images"), masks=str(ecssd_dir / "masks"), limit=20)
+    assert pairs.num_rows == 20
+    ds, report = data.load_dataset(pairs, 64)
+    assert report.counts() == {"ok": 20, "mask_resized": 0, "error": 0}
+    batches = list(ds.drop_columns(["key"]).iter_torch_batches(batch_size=8))
+    assert sum(len(b["rgb"]) for b in batches) == 20
+    out = data.preprocess_batch(batches[0]["rgb"], batches[0]["mask"], 2, train=True, crop=48)
+    assert out["l"].shape == (8, 1, 48, 48) and out["target"].float().mean() > 0.05
+    assert 0.0 <= float(out["l"].min()) and float(out["l"].max()) <= 1.0 and out["ab"].abs().max() < 1.2
