@@ -19,13 +19,13 @@ import argparse
 import json
 import logging
 import math
-import os
 import posixpath
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from semcolor import storage
+from semcolor.ray_env import init_ray, storage_env
 from semcolor.train_config import TrainConfig
 from semcolor.train_loop import STATE_NAME, nan_to_none, train_loop_per_worker
 
@@ -122,6 +122,7 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
     from ray.train.torch import TorchTrainer
 
     storage_path, filesystem = _storage_for_ray(config)
+    env = storage_env([config.storage, config.images, config.masks, config.manifest])
     resources = {"CPU": config.cpus_per_worker}
     if config.gpus_per_worker > 0:
         resources["GPU"] = config.gpus_per_worker
@@ -134,6 +135,7 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=config.max_failures),
+            worker_runtime_env={"env_vars": env} if env else None,
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep, checkpoint_score_attribute=SCORE_METRIC,
                                                checkpoint_score_order="max"),
         ),
@@ -223,19 +225,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         synth_n=args.synth_n, seed=args.seed, max_failures=args.max_failures, keep=args.keep,
         time_budget=args.time_budget,
     )
-
-
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray with ``num_cpus``; no-op when connected."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -1,0 +1,317 @@
+"""`evaluate(checkpoint, pairs...) -> metrics`: a checkpoint measured on image/mask pairs at the sources' resolution,
+distributed over Ray Data, and the `semcolor evaluate` command.
+
+Protocol (DESIGN "Quality measures"): each source is decoded at full resolution; its lightness, resized to the
+model's size, goes through the network (:class:`semcolor.colorizer.Colorizer`, the one inference core); the
+predicted AB is upsampled and merged with the source's own full-resolution L, and that RGB uint8 is compared with
+the source (PSNR peak 255, SSIM data_range 255, colorfulness), per image, then averaged. The gray baseline
+(AB = 0 with the same L) is measured beside it. Grayscale sources are left out of the color metrics and counted.
+Segmentation: the predicted mask, upsampled to full resolution, against the true mask; one confusion matrix over
+all pixels (pixel accuracy, per-class IoU, mIoU).
+
+Pipeline: pairs -> read + decode (Ray tasks, bad files recorded, never raised) -> an actor pool that loads the
+checkpoint once per actor and turns each batch into partial accumulators (a confusion matrix and two color sums)
+-> summed on the driver. Writes ``OUT/metrics.json`` and ``OUT/grid.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from semcolor import storage
+from semcolor.decode import DEFAULT_MAX_PIXELS, DataError, decode_image, decode_mask
+from semcolor.metrics import ColorAccumulator, SegmentationAccumulator
+from semcolor.ray_env import storage_env
+
+log = logging.getLogger(__name__)
+
+GRID_THUMB = 160
+"""Height in pixels of each panel in grid.png."""
+
+
+def read_pair(key: str, image_url: str, mask_url: str, max_pixels: int = DEFAULT_MAX_PIXELS
+              ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Read and decode one pair at full resolution -> (rgb uint8 (H, W, 3), mask uint8 (H, W), mask_resized).
+
+    A mask of another size than its image is resized to it with nearest neighbour (and flagged).
+    Raises DataError (bad file) or OSError (unreadable).
+    """
+    from PIL import Image
+
+    rgb = decode_image(storage.read_bytes(image_url), max_pixels, key)
+    mask = decode_mask(storage.read_bytes(mask_url), max_pixels, key)
+    resized = mask.shape != rgb.shape[:2]
+    if resized:
+        mask = np.asarray(Image.fromarray(mask).resize((rgb.shape[1], rgb.shape[0]), Image.Resampling.NEAREST))
+    return rgb, mask, resized
+
+
+def decode_full_resolution(batch: dict[str, np.ndarray], max_pixels: int = DEFAULT_MAX_PIXELS
+                           ) -> dict[str, np.ndarray]:
+    """Ray Data UDF: pairs (``key``, ``image``, ``mask`` URLs) -> full-resolution rows, one per pair.
+
+    Out: ``key``; ``rgb`` object array of uint8 (H, W, 3); ``mask`` object array of uint8 (H, W);
+    ``ok`` bool; ``error_kind``, ``error`` str; ``mask_resized`` bool. Bad rows hold 1x1 zeros.
+    """
+    keys, rgbs, masks, ok, kinds, reasons, resized = [], [], [], [], [], [], []
+    for key, image_url, mask_url in zip(batch["key"], batch["image"], batch["mask"]):
+        key = str(key)
+        try:
+            rgb, mask, was_resized = read_pair(key, str(image_url), str(mask_url), max_pixels)
+            kind = reason = ""
+        except DataError as exc:
+            rgb, mask, was_resized, kind, reason = None, None, False, exc.kind, exc.reason
+        except OSError as exc:
+            rgb, mask, was_resized, kind, reason = None, None, False, "read_error", f"{type(exc).__name__}: {exc}"
+        keys.append(key)
+        ok.append(rgb is not None)
+        rgbs.append(rgb if rgb is not None else np.zeros((1, 1, 3), np.uint8))
+        masks.append(mask if mask is not None else np.zeros((1, 1), np.uint8))
+        kinds.append(kind)
+        reasons.append(reason)
+        resized.append(was_resized)
+    rgb_col = np.empty(len(rgbs), dtype=object)
+    mask_col = np.empty(len(masks), dtype=object)
+    rgb_col[:], mask_col[:] = rgbs, masks
+    return {"key": np.array(keys, dtype=object), "rgb": rgb_col, "mask": mask_col, "ok": np.array(ok, bool),
+            "error_kind": np.array(kinds, dtype=object), "error": np.array(reasons, dtype=object),
+            "mask_resized": np.array(resized, bool)}
+
+
+def target_classes(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """A mask as stored (binary 0/255, or class ids with 255 = ignore) -> class ids (binary: value > 127)."""
+    return (mask > 127).astype(np.uint8) if n_classes == 2 else mask
+
+
+def predict_full_resolution(colorizer, rgbs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Full-resolution RGB sources -> per image ``l8``, ``pred`` RGB, ``gray`` RGB (AB = 0) and ``mask`` class ids,
+    all at the source's (H, W). One forward pass at the colorizer's size."""
+    from semcolor.colorizer import mask_full_resolution, merge_full_resolution, resize_l8, rgb_to_l8
+
+    l8s = [rgb_to_l8(rgb) for rgb in rgbs]
+    ab8, fg8 = colorizer.predict(np.stack([resize_l8(l8, colorizer.size) for l8 in l8s]))
+    n_classes = colorizer.config.n_classes
+    out = []
+    for l8, ab, fg in zip(l8s, ab8, fg8):
+        stored = mask_full_resolution(fg, l8.shape[0], l8.shape[1], n_classes)
+        out.append({"l8": l8, "pred": merge_full_resolution(l8, ab),
+                    "gray": merge_full_resolution(l8, np.zeros_like(ab)),
+                    "mask": target_classes(stored, n_classes)})
+    return out
+
+
+class MetricsActor:
+    """Ray Data actor: loads the checkpoint once; each batch of decoded pairs -> one row of partial accumulators.
+
+    Out columns (one row per batch): ``seg`` float64 (n_classes^2,) confusion counts, ``color`` and ``gray``
+    float64 (7,) ColorAccumulator tensors (model and AB = 0 baseline), ``images`` int (good rows), ``bad`` str
+    (JSON list of ``{key, kind, reason}``), ``mask_resized`` int.
+    """
+
+    def __init__(self, checkpoint: str, size: int | None, threads: int, device: str = "auto") -> None:
+        import torch
+
+        from semcolor.colorizer import Colorizer
+
+        torch.set_num_threads(max(1, threads))
+        self.colorizer = Colorizer.from_checkpoint(checkpoint, device=device, size=size)
+        self.n_classes = self.colorizer.config.n_classes
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seg, col, gray = SegmentationAccumulator(self.n_classes), ColorAccumulator(), ColorAccumulator()
+        good = [i for i, ok in enumerate(batch["ok"]) if ok]
+        if good:
+            rgbs = [np.asarray(batch["rgb"][i]) for i in good]
+            for i, rgb, out in zip(good, rgbs, predict_full_resolution(self.colorizer, rgbs)):
+                seg.update(out["mask"][None], target_classes(np.asarray(batch["mask"][i]), self.n_classes)[None])
+                col.update(out["pred"], rgb)
+                gray.update(out["gray"], rgb)
+        bad = [{"key": str(k), "kind": str(kind), "reason": str(r)}
+               for k, ok, kind, r in zip(batch["key"], batch["ok"], batch["error_kind"], batch["error"]) if not ok]
+        return {"seg": seg.to_tensor().numpy()[None], "color": col.to_tensor().numpy()[None],
+                "gray": gray.to_tensor().numpy()[None], "images": np.array([len(good)]),
+                "bad": np.array([json.dumps(bad)], dtype=object),
+                "mask_resized": np.array([int(np.sum(batch["mask_resized"]))])}
+
+
+def _select_pairs(images: str | None, masks: str | None, manifest: str | None, limit: int | None,
+                  val_fraction: float | None):
+    """Pairs to evaluate: all, or the validation split of ``val_fraction`` (the training split's hash, seed 0);
+    then the first ``limit``."""
+    from semcolor.data import load_pairs, split_pairs
+
+    pairs = load_pairs(images, masks, manifest)
+    if val_fraction is not None:
+        _, pairs = split_pairs(pairs, val_fraction, seed=0)
+    if limit is not None:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        pairs = pairs.slice(0, limit)
+    if pairs.num_rows == 0:
+        raise ValueError(f"no pairs to evaluate in images={images} masks={masks} manifest={manifest} "
+                         f"(val_fraction={val_fraction}, limit={limit})")
+    return pairs
+
+
+def _grid_png(colorizer, pairs, rows: int, max_pixels: int) -> bytes:
+    """grid.png: per row gray input | predicted color | truth | predicted mask | true mask, for the first ``rows``
+    good pairs (same decode and inference path as the metrics)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = []
+    for key, image_url, mask_url in zip(*(pairs[c].to_pylist() for c in ("key", "image", "mask"))):
+        if len(samples) == rows:
+            break
+        try:
+            rgb, mask, _ = read_pair(key, image_url, mask_url, max_pixels)
+        except (DataError, OSError):
+            continue  # recorded by the distributed pass; the grid shows good pairs only
+        samples.append((key, rgb, mask))
+    if not samples:
+        raise ValueError("no readable pair to draw in grid.png")
+    outs = predict_full_resolution(colorizer, [s[1] for s in samples])
+    n_classes = colorizer.config.n_classes
+    titles = ("gray input (L)", "predicted color", "truth", "predicted mask", "true mask")
+    fig, axes = plt.subplots(len(samples), 5, figsize=(5 * 2.4, len(samples) * 2.0), squeeze=False)
+    for r, ((key, rgb, mask), out) in enumerate(zip(samples, outs)):
+        panels = (out["l8"], out["pred"], rgb, out["mask"], target_classes(mask, n_classes))
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            gray_panel = panel.ndim == 2
+            vmax = 255 if c == 0 else max(1, n_classes - 1)
+            ax.imshow(panel, cmap="gray" if gray_panel else None, vmin=0 if gray_panel else None,
+                      vmax=vmax if gray_panel else None, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(key, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def evaluate(checkpoint: str, images: str | None = None, masks: str | None = None, manifest: str | None = None,
+             out: str = "eval_out", limit: int | None = None, size: int | None = None, batch_size: int = 16,
+             val_fraction: float | None = None, grid_rows: int = 8, actors: int = 1, cpus_per_actor: float = 1.0,
+             gpus_per_actor: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """Measure ``checkpoint`` (a model directory URL) on pairs; write ``out/metrics.json`` and ``out/grid.png``.
+
+    Pairs come from ``images`` + ``masks`` or ``manifest``; ``val_fraction`` keeps only the validation split the
+    training used. ``size``: model resolution in pixels (default: the checkpoint's). Runs on the connected Ray
+    (``actors`` model actors, each with ``cpus_per_actor`` CPUs / torch threads and ``gpus_per_actor`` GPUs).
+    Returns the metrics dict (see the module docstring for the protocol).
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from semcolor.checkpoint import load_config
+    from semcolor.colorizer import Colorizer
+
+    if batch_size <= 0 or actors <= 0 or grid_rows < 0:
+        raise ValueError(f"need batch_size > 0, actors > 0, grid_rows >= 0; got {batch_size}, {actors}, {grid_rows}")
+    model_config, _ = load_config(checkpoint)  # fail fast on a bad checkpoint, before any Ray work
+    model_size = int(size or model_config.input_size)
+    pairs = _select_pairs(images, masks, manifest, limit, val_fraction)
+    env = storage_env([checkpoint, *pairs["image"].to_pylist()[:1], *pairs["mask"].to_pylist()[:1]])
+    remote_env = {"runtime_env": {"env_vars": env}} if env else {}
+    blocks = [pairs.slice(i, batch_size) for i in range(0, pairs.num_rows, batch_size)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        decode_full_resolution, batch_size=batch_size, batch_format="numpy", fn_kwargs={"max_pixels": max_pixels},
+        udf_modifying_row_count=False, **remote_env)
+    actor_args = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
+    partials = ds.map_batches(
+        MetricsActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"checkpoint": checkpoint, "size": model_size,
+                               "threads": max(1, int(round(cpus_per_actor))),
+                               "device": "cuda" if gpus_per_actor > 0 else "cpu"},
+        num_cpus=cpus_per_actor, **actor_args, **remote_env).take_all()
+
+    n = model_config.n_classes
+    seg, col, gray = SegmentationAccumulator(n), ColorAccumulator(), ColorAccumulator()
+    bad: list[dict[str, str]] = []
+    images_done = mask_resized = 0
+    for row in partials:
+        seg = seg + SegmentationAccumulator.from_tensor(n, _tensor(row["seg"]))
+        col = col + ColorAccumulator.from_tensor(_tensor(row["color"]))
+        gray = gray + ColorAccumulator.from_tensor(_tensor(row["gray"]))
+        images_done += int(row["images"])
+        mask_resized += int(row["mask_resized"])
+        bad.extend(json.loads(row["bad"]))
+    if images_done == 0:
+        raise ValueError(f"none of the {pairs.num_rows} pairs could be read; first errors: {bad[:3]}")
+    seg_result, col_result, gray_result = seg.result(), col.result(), gray.result()
+    metrics: dict[str, Any] = {
+        "checkpoint": checkpoint, "arch": model_config.arch, "n_classes": n, "model_size": model_size,
+        "protocol": "predict at model size; AB upsampled and merged with the source's full-resolution L; "
+                    "RGB uint8 vs the source, per image then averaged; masks at full resolution",
+        "pixel_accuracy": seg_result["pixel_accuracy"], "iou": seg_result["iou"], "miou": seg_result["miou"],
+        **{k: col_result[k] for k in ("mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true",
+                                      "colorfulness_ratio")},
+        "gray_baseline": {"mse": gray_result["mse"], "psnr": gray_result["psnr"], "ssim": gray_result["ssim"],
+                          "colorfulness": gray_result["colorfulness_pred"]},
+        "counts": {"pairs": pairs.num_rows, "evaluated": images_done, "color_evaluated": col_result["images"],
+                   "skipped_gray": col_result["skipped_gray"], "bad": len(bad),
+                   **{f"bad:{k}": v for k, v in sorted(Counter(b["kind"] for b in bad).items())},
+                   "mask_resized": mask_resized},
+        "bad_files": bad,
+    }
+    storage.makedirs(out)
+    storage.write_text(storage.join(out, "metrics.json"), json.dumps(_json_safe(metrics), indent=2))
+    if grid_rows > 0:
+        colorizer = Colorizer.from_checkpoint(checkpoint, device="cpu", size=model_size)
+        storage.write_bytes(storage.join(out, "grid.png"), _grid_png(colorizer, pairs, grid_rows, max_pixels))
+    return metrics
+
+
+def _tensor(values):
+    import torch
+
+    return torch.from_numpy(np.array(values, dtype=np.float64))  # a writable copy
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, recursively (metrics.json stays valid JSON)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def summary_line(metrics: dict[str, Any], out: str) -> str:
+    """One line: segmentation and color metrics beside the gray baseline, and the counts."""
+    g, c = metrics["gray_baseline"], metrics["counts"]
+    return (f"semcolor evaluate: mIoU {metrics['miou']:.3f} (pixel acc {metrics['pixel_accuracy']:.3f}); PSNR "
+            f"{metrics['psnr']:.2f} dB vs gray {g['psnr']:.2f}; SSIM {metrics['ssim']:.3f} vs gray {g['ssim']:.3f}; "
+            f"colorfulness {metrics['colorfulness_pred']:.1f} (truth {metrics['colorfulness_true']:.1f}); "
+            f"{c['evaluated']} images, {c['skipped_gray']} gray sources left out of color, {c['bad']} bad files; "
+            f"{storage.join(out, 'metrics.json')}, {storage.join(out, 'grid.png')}")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`semcolor evaluate --checkpoint URL (--images URL --masks URL | --manifest URL) --out DIR ...`."""
+    from semcolor.ray_env import init_ray
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    init_ray(args.address, args.num_cpus)
+    metrics = evaluate(args.checkpoint, images=args.images, masks=args.masks, manifest=args.manifest, out=args.out,
+                       limit=args.limit, size=args.size, batch_size=args.batch_size, val_fraction=args.val_fraction,
+                       grid_rows=args.grid_rows)
+    print(summary_line(metrics, args.out), flush=True)
+    return 0
