@@ -43,8 +43,6 @@ IGNORE_INDEX: int = 255
 
 PAIR_SCHEMA = pa.schema([("key", pa.string()), ("image", pa.string()), ("mask", pa.string())])
 STATUS_COLUMNS = ["ok", "error_kind", "error", "mask_resized"]
-_AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 # ---------------------------------------------------------------- pairing and manifests
@@ -215,12 +213,10 @@ def split_pairs(pairs: pa.Table, val_fraction: float, seed: int = 0) -> tuple[pa
 # ---------------------------------------------------------------- Ray Data pipeline
 
 
-def _aws_env(pairs: pa.Table) -> dict[str, str]:
-    """The driver's AWS_* settings, for workers started before they were set (only when pairs use s3://)."""
+def _s3_options(pairs: pa.Table) -> storage.S3Options | None:
+    """The driver's S3 settings when any pair is on s3://, for workers started before they were set."""
     urls = pc.utf8_lower(pa.concat_arrays([pairs["image"].combine_chunks(), pairs["mask"].combine_chunks()]))
-    if not pc.any(pc.starts_with(urls, "s3")).as_py():
-        return {}
-    return {k: os.environ[k] for k in _AWS_ENV if k in os.environ}
+    return storage.S3Options.from_env() if pc.any(pc.starts_with(urls, "s3")).as_py() else None
 
 
 def pairs_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -231,8 +227,9 @@ def pairs_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXE
     ``ok``, ``error_kind``, ``error``, ``mask_resized`` (see :func:`semcolor.decode.decode_batch`).
     Use :func:`load_dataset` to get good rows and an error report; a streaming consumer can instead
     keep the status columns, record rows with ``ok == False`` and train on the rest.
-    Ray tasks read through :mod:`semcolor.storage`; for s3:// pairs the driver's AWS_* variables travel
-    with the tasks (``runtime_env``), so workers reach the same endpoint with the same credentials.
+    Ray tasks read through :mod:`semcolor.storage`; for s3:// pairs the driver's S3 settings
+    (:meth:`semcolor.storage.S3Options.from_env`: endpoint, region, static credentials if set) travel
+    with the tasks, so workers reach the same endpoint with the same credentials.
     """
     import ray
 
@@ -240,14 +237,12 @@ def pairs_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXE
         raise ValueError(f"size and rows_per_block must be positive, got {size}, {rows_per_block}")
     pairs = pairs.select(["key", "image", "mask"])
     blocks = [pairs.slice(i, rows_per_block) for i in range(0, pairs.num_rows, rows_per_block)] or [pairs]
-    env = _aws_env(pairs)
     return ray.data.from_arrow(blocks).map_batches(
         decode_batch,
         batch_size=rows_per_block,
         batch_format="numpy",
-        fn_kwargs={"size": size, "max_pixels": max_pixels},
+        fn_kwargs={"size": size, "max_pixels": max_pixels, "s3": _s3_options(pairs)},
         udf_modifying_row_count=False,
-        runtime_env={"env_vars": env} if env else None,
     )
 
 

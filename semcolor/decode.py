@@ -246,28 +246,29 @@ READ_ERROR = "read_error"
 """``error_kind`` of a pair whose bytes could not be read (missing object, permissions, network)."""
 
 
-def _fetch(url: str) -> bytes | OSError:
+def _fetch(url: str, s3: storage.S3Options | None) -> bytes | OSError:
     try:
-        return storage.read_bytes(url)
+        return storage.read_bytes(url, s3=s3)
     except OSError as exc:  # returned, not raised: the caller records it against the pair's key
         return exc
 
 
 def decode_batch(batch: dict[str, np.ndarray], size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 io_threads: int = 8) -> dict[str, np.ndarray]:
+                 io_threads: int = 8, s3: storage.S3Options | None = None) -> dict[str, np.ndarray]:
     """Ray Data UDF: pairs -> decoded rows, one output row per input row, never raising on bad data.
 
     In: ``key``, ``image``, ``mask`` (URLs). Out, N rows:
     ``key`` str; ``rgb`` uint8 (N, size, size, 3); ``mask`` uint8 (N, size, size);
     ``ok`` bool; ``error_kind`` str (a :class:`DataError` kind or ``read_error``, "" when ok);
     ``error`` str (the reason, "" when ok); ``mask_resized`` bool.
-    Rows with ``ok == False`` hold zeros in ``rgb`` / ``mask``. Bytes are fetched with ``io_threads`` threads.
+    Rows with ``ok == False`` hold zeros in ``rgb`` / ``mask``. Bytes are fetched with ``io_threads`` threads;
+    ``s3`` carries the driver's S3 settings to workers started with another environment.
     """
     keys = [str(k) for k in batch["key"]]
     n = len(keys)
     urls = [str(u) for pair in zip(batch["image"], batch["mask"]) for u in pair]
     with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(urls)))) as pool:
-        blobs = list(pool.map(_fetch, urls))
+        blobs = list(pool.map(lambda url: _fetch(url, s3), urls))
     rgb = np.zeros((n, size, size, 3), dtype=np.uint8)
     mask = np.zeros((n, size, size), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)

@@ -8,6 +8,8 @@ objects) are what travels to Ray workers; each process builds and caches its own
   ``AWS_ENDPOINT_URL``; here the endpoint comes from the ``endpoint`` argument of :func:`resolve`,
   else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``. Region from ``AWS_REGION`` /
   ``AWS_DEFAULT_REGION``; credentials from the standard AWS chain (environment, ~/.aws, instance role).
+  :class:`S3Options` captures these settings in one process (``S3Options.from_env()``) so they can be
+  handed to Ray tasks whose workers were started with another environment.
 - Anything else fsspec knows (``memory://``, ``gs://``, ``az://`` ...): the fsspec filesystem wrapped
   in :class:`pyarrow.fs.PyFileSystem`. ``memory://`` lives in one process only.
 
@@ -23,6 +25,7 @@ import os
 import posixpath
 import tempfile
 import time
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -55,18 +58,43 @@ def s3_endpoint_from_env() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+@dataclass(frozen=True)
+class S3Options:
+    """S3 settings; None fields fall back to pyarrow's defaults (credentials: the standard AWS chain)."""
+
+    endpoint: str | None = None
+    """e.g. ``http://127.0.0.1:9000``; None: AWS itself."""
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "S3Options":
+        """This process's settings: endpoint (see :func:`s3_endpoint_from_env`), region, and static
+        credentials when ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` are set (else None: the chain)."""
+        env = os.environ.get
+        return cls(endpoint=s3_endpoint_from_env(), region=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or None,
+                   access_key=env("AWS_ACCESS_KEY_ID") or None, secret_key=env("AWS_SECRET_ACCESS_KEY") or None,
+                   session_token=env("AWS_SESSION_TOKEN") or None)
+
+
 @functools.lru_cache(maxsize=16)
-def _s3_filesystem(endpoint: str | None, region: str | None, key_id: str | None) -> pafs.S3FileSystem:
-    """One S3FileSystem per (endpoint, region, access key id) in this process. key_id only keys the cache."""
+def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
+    """One S3FileSystem per distinct settings in this process."""
     kwargs: dict[str, object] = {}
-    if endpoint:
+    if options.endpoint:
+        endpoint = options.endpoint
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         if not parts.netloc:
             raise ValueError(f"S3 endpoint {endpoint!r} has no host; expected e.g. http://127.0.0.1:9000")
         kwargs["endpoint_override"] = parts.netloc
         kwargs["scheme"] = parts.scheme
-    if region:
-        kwargs["region"] = region
+    if options.region:
+        kwargs["region"] = options.region
+    if options.access_key and options.secret_key:
+        kwargs.update(access_key=options.access_key, secret_key=options.secret_key,
+                      session_token=options.session_token)
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -86,8 +114,11 @@ def _fsspec_filesystem(protocol: str) -> pafs.PyFileSystem:
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def resolve(url: str, *, endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
-    """URL -> (pyarrow filesystem, path on it). ``endpoint`` overrides the S3 endpoint from the environment.
+def resolve(url: str, *, endpoint: str | None = None, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """URL -> (pyarrow filesystem, path on it).
+
+    For s3:// URLs: ``s3`` gives all settings (default: :meth:`S3Options.from_env`); ``endpoint``
+    overrides the endpoint of either.
 
     Local paths come back absolute; S3 paths are ``bucket/key``; fsspec paths are what the
     fsspec filesystem expects (its ``_strip_protocol``).
@@ -106,9 +137,10 @@ def resolve(url: str, *, endpoint: str | None = None) -> tuple[pafs.FileSystem, 
         path = url.split("://", 1)[1].strip("/")
         if not path:
             raise ValueError(f"S3 URL {url!r} has no bucket; expected s3://bucket/key")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-        fs = _s3_filesystem(endpoint or s3_endpoint_from_env(), region, os.environ.get("AWS_ACCESS_KEY_ID"))
-        return fs, path
+        options = s3 if s3 is not None else S3Options.from_env()
+        if endpoint:
+            options = replace(options, endpoint=endpoint)
+        return _s3_filesystem(options), path
     fs = _fsspec_filesystem(scheme)
     return fs, fs.handler.fs._strip_protocol(url)
 
@@ -167,15 +199,16 @@ def relative_key(url: str, prefix: str) -> str:
     return posixpath.splitext(url[len(base):])[0]
 
 
-def read_bytes(url: str, retries: int = 3, backoff_s: float = 0.2) -> bytes:
+def read_bytes(url: str, retries: int = 3, backoff_s: float = 0.2, *, s3: S3Options | None = None) -> bytes:
     """The whole content of ``url``. Transient OSErrors are retried ``retries`` times with
     exponential backoff (``backoff_s``, x2 each try); :data:`PERMANENT_ERRORS` (e.g. a missing file) are not.
+    ``s3``: settings for s3:// URLs (default: this process's environment).
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     for attempt in range(retries + 1):
         try:
-            fs, path = resolve(url)
+            fs, path = resolve(url, s3=s3)
             with fs.open_input_stream(path) as f:
                 return f.read()
         except PERMANENT_ERRORS:
@@ -189,15 +222,16 @@ def read_bytes(url: str, retries: int = 3, backoff_s: float = 0.2) -> bytes:
     raise AssertionError("unreachable")  # the loop always returns or raises
 
 
-def write_bytes(url: str, data: bytes) -> None:
+def write_bytes(url: str, data: bytes, *, s3: S3Options | None = None) -> None:
     """Write ``data`` to ``url`` atomically; parent folders are created where they exist (local, memory).
 
     Local: a temp file beside the target, then ``os.replace`` (readers see the old or the new file,
     never a partial one). Object stores: one upload of the complete body.
+    ``s3``: settings for s3:// URLs (default: this process's environment).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"write_bytes needs bytes, got {type(data).__name__}; encode first")
-    fs, path = resolve(url)
+    fs, path = resolve(url, s3=s3)
     if isinstance(fs, pafs.LocalFileSystem):
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)

@@ -156,3 +156,16 @@ def test_makedirs(root: str) -> None:
     storage.makedirs(storage.join(root, "a", "b"))
     assert storage.exists(storage.join(root, "a", "b"))
     storage.makedirs(storage.join(root, "a", "b"))  # idempotent
+
+
+@pytest.mark.s3
+def test_explicit_s3_options_without_environment(s3_server: dict, monkeypatch) -> None:
+    """What a Ray worker started before AWS_* were set sees: no env, settings passed explicitly."""
+    opts = storage.S3Options.from_env()
+    assert opts.endpoint == s3_server["endpoint"] and opts.access_key == "testing"
+    assert "testing" not in repr(opts).replace("access_key='testing'", "")  # secrets stay out of logs
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"s3://{s3_server['bucket']}/opts/x.bin"
+    storage.write_bytes(url, b"explicit", s3=opts)
+    assert storage.read_bytes(url, s3=opts) == b"explicit"

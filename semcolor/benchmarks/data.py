@@ -1,0 +1,171 @@
+"""`semcolor bench data`: pairs/s of the read pipeline, Ray Data vs single-process Pillow, local and S3.
+
+Reads every pair of a dataset root (``images/`` + ``masks/``, default ECSSD beside the repo) at
+``--size``, from the local folder and, with ``--s3``, from a moto S3 server this benchmark starts on
+127.0.0.1 (a real HTTP endpoint; the pairs are uploaded first). Methods per source:
+
+- ``pillow_plain``: one process, ``Image.open -> convert -> resize`` (no JPEG draft), the usual loop;
+- ``pillow_semcolor``: one process, the pipeline's own per-pair code (:func:`semcolor.decode.decode_pair`);
+- ``ray_data``: :func:`semcolor.data.load_dataset` (decode in Ray tasks, materialized), after a warm-up.
+
+Also reports object-store bytes per row of the materialized dataset. Prints a table, writes ``OUT/data.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from semcolor import data, storage
+from semcolor.decode import decode_pair
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
+BUCKET = "semcolor-bench"
+
+
+def _plain_pillow(image: bytes, mask: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loop people write first: full decode, convert, resize."""
+    rgb = Image.open(io.BytesIO(image)).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    m = Image.open(io.BytesIO(mask)).convert("L").resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(rgb), np.asarray(m)
+
+
+def _semcolor_pillow(image: bytes, mask: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+    sample = decode_pair(image, mask, size)
+    return sample.rgb, sample.mask
+
+
+def _loop(pairs: pa.Table, size: int, fn: Callable[[bytes, bytes, int], tuple]) -> dict:
+    """Single-process read + decode + resize of every pair."""
+    start = time.perf_counter()
+    for image_url, mask_url in zip(pairs["image"].to_pylist(), pairs["mask"].to_pylist()):
+        fn(storage.read_bytes(image_url), storage.read_bytes(mask_url), size)
+    seconds = time.perf_counter() - start
+    return {"pairs": pairs.num_rows, "seconds": seconds, "pairs_per_s": pairs.num_rows / seconds}
+
+
+def _ray(pairs: pa.Table, size: int) -> dict:
+    """Warm up the workers on a few pairs, then time load_dataset over all of them."""
+    data.load_dataset(pairs.slice(0, 64), size)
+    start = time.perf_counter()
+    ds, report = data.load_dataset(pairs, size)
+    seconds = time.perf_counter() - start
+    materialized = ds.materialize()
+    rows = materialized.count()
+    return {"pairs": report.rows, "seconds": seconds, "pairs_per_s": report.rows / seconds,
+            "errors": report.counts(), "bytes_per_row": materialized.size_bytes() / max(rows, 1)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _moto_s3() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 with bucket BUCKET; AWS_* point at it while the block runs."""
+    from moto.server import ThreadedMotoServer
+    import pyarrow.fs as pafs
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                          allow_bucket_creation=True).create_dir(BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _upload(pairs: pa.Table, root: Path, prefix: str) -> pa.Table:
+    """Copy every pair under ``prefix`` keeping relative paths; the same pairs with S3 URLs."""
+    def copy(url: str) -> str:
+        target = storage.join(prefix, os.path.relpath(url, root))
+        storage.write_bytes(target, storage.read_bytes(url))
+        return target
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        images = list(pool.map(copy, pairs["image"].to_pylist()))
+        masks = list(pool.map(copy, pairs["mask"].to_pylist()))
+    return pa.table({"key": pairs["key"], "image": images, "mask": masks}, schema=data.PAIR_SCHEMA)
+
+
+def _measure(source: str, pairs: pa.Table, size: int) -> list[dict]:
+    rows = []
+    for method, run in (("pillow_plain", lambda: _loop(pairs, size, _plain_pillow)),
+                        ("pillow_semcolor", lambda: _loop(pairs, size, _semcolor_pillow)),
+                        ("ray_data", lambda: _ray(pairs, size))):
+        result = {"source": source, "method": method, **run()}
+        print(f"  {source:6s} {method:16s} {result['pairs_per_s']:8.1f} pairs/s", flush=True)
+        rows.append(result)
+    return rows
+
+
+def _print_table(results: list[dict]) -> None:
+    base = {r["source"]: r["pairs_per_s"] for r in results if r["method"] == "pillow_plain"}
+    print(f"\n{'source':8s}{'method':18s}{'pairs':>7s}{'seconds':>10s}{'pairs/s':>10s}{'x plain':>9s}{'bytes/row':>12s}")
+    for r in results:
+        per_row = f"{r['bytes_per_row']:12,.0f}" if "bytes_per_row" in r else f"{'-':>12s}"
+        print(f"{r['source']:8s}{r['method']:18s}{r['pairs']:7d}{r['seconds']:10.2f}{r['pairs_per_s']:10.1f}"
+              f"{r['pairs_per_s'] / base[r['source']]:9.2f}{per_row}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`semcolor bench data [--data ROOT] [--s3] [--limit N] [--size S] [--out DIR]`; 0 on success."""
+    import ray
+
+    root = Path(args.data) if args.data else DEFAULT_DATA
+    if not (root / "images").is_dir() or not (root / "masks").is_dir():
+        print(f"no images/ and masks/ under {root}; pass --data ROOT (e.g. ../shared/datasets/ecssd)")
+        return 2
+    pairs = data.load_pairs(images=str(root / "images"), masks=str(root / "masks"), limit=args.limit)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(_moto_s3()) if args.s3 else None
+        if not ray.is_initialized():
+            ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        print(f"{pairs.num_rows} pairs from {root} at {args.size}x{args.size}; "
+              f"Ray CPUs {ray.cluster_resources().get('CPU', 0):g}, load average {os.getloadavg()[0]:.1f}")
+        results = _measure("local", pairs, args.size)
+        upload_s = None
+        if endpoint is not None:
+            start = time.perf_counter()
+            s3_pairs = _upload(pairs, root, f"s3://{BUCKET}/{root.name}")
+            upload_s = time.perf_counter() - start
+            results += _measure("s3", s3_pairs, args.size)
+    _print_table(results)
+    doc = {"benchmark": "data", "root": str(root), "size": args.size, "pairs": pairs.num_rows,
+           "ray_cpus": ray.cluster_resources().get("CPU", 0), "host_cpus": os.cpu_count(),
+           "load_average_end": os.getloadavg()[0], "python": platform.python_version(),
+           "s3_endpoint": endpoint, "s3_upload_seconds": upload_s, "results": results}
+    out = storage.join(args.out, "data.json")
+    storage.write_text(out, json.dumps(doc, indent=2))
+    print(f"wrote {out}")
+    return 0
