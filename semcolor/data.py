@@ -235,8 +235,10 @@ def pairs_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXE
 
     if size <= 0 or rows_per_block <= 0:
         raise ValueError(f"size and rows_per_block must be positive, got {size}, {rows_per_block}")
+    if pairs.num_rows == 0:
+        raise ValueError("no pairs to read; check the images/masks prefixes or the manifest (see pair_prefixes)")
     pairs = pairs.select(["key", "image", "mask"])
-    blocks = [pairs.slice(i, rows_per_block) for i in range(0, pairs.num_rows, rows_per_block)] or [pairs]
+    blocks = [pairs.slice(i, rows_per_block) for i in range(0, pairs.num_rows, rows_per_block)]
     return ray.data.from_arrow(blocks).map_batches(
         decode_batch,
         batch_size=rows_per_block,
@@ -270,13 +272,11 @@ def load_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXEL
     Bad pairs (unreadable, empty, not an image, corrupt, over ``max_pixels``, bad mask) are in
     ``report.errors`` with key and reason and are logged; nothing raises for bad data.
     """
+    import ray
     from ray.data.expressions import col
 
     ds = pairs_dataset(pairs, size, max_pixels, rows_per_block).materialize()
-    status = ds.select_columns(["key", *STATUS_COLUMNS]).to_arrow_refs()
-    import ray
-
-    table = pa.concat_tables(ray.get(status))
+    table = pa.concat_tables(ray.get(ds.select_columns(["key", *STATUS_COLUMNS]).to_arrow_refs()))
     urls = {k: (i, m) for k, i, m in zip(*(pairs[c].to_pylist() for c in ("key", "image", "mask")))}
     bad = table.filter(pc.invert(table["ok"]))
     errors = [{"key": k, "image": urls[k][0], "mask": urls[k][1], "kind": kind, "reason": reason}

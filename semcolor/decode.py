@@ -81,7 +81,7 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "")
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # Pillow refuses > 2 * Image.MAX_IMAGE_PIXELS itself
         pillow_limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0)
-        hint = (f"raise max_pixels if the file is trusted" if max_pixels < pillow_limit else
+        hint = ("raise max_pixels if the file is trusted" if max_pixels < pillow_limit else
                 f"raise PIL.Image.MAX_IMAGE_PIXELS too (now {Image.MAX_IMAGE_PIXELS}), Pillow's own guard")
         raise ImageTooLargeError(
             key, f"more pixels than the limit of {min(max_pixels, pillow_limit)} ({exc}); {hint}"

@@ -389,3 +389,9 @@ def test_ecssd_subset_reads(ecssd_dir: Path, ray_local) -> None:
     out = data.preprocess_batch(batches[0]["rgb"], batches[0]["mask"], 2, train=True, crop=48)
     assert out["l"].shape == (8, 1, 48, 48) and out["target"].float().mean() > 0.05
     assert 0.0 <= float(out["l"].min()) and float(out["l"].max()) <= 1.0 and out["ab"].abs().max() < 1.2
+
+
+def test_pairs_dataset_refuses_empty_input() -> None:
+    empty = pa.table({"key": [], "image": [], "mask": []}, schema=data.PAIR_SCHEMA)
+    with pytest.raises(ValueError, match="no pairs to read"):
+        data.pairs_dataset(empty, 32)

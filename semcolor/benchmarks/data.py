@@ -122,7 +122,7 @@ def _measure(source: str, pairs: pa.Table, size: int) -> list[dict]:
     for method, run in (("pillow_plain", lambda: _loop(pairs, size, _plain_pillow)),
                         ("pillow_semcolor", lambda: _loop(pairs, size, _semcolor_pillow)),
                         ("ray_data", lambda: _ray(pairs, size))):
-        result = {"source": source, "method": method, **run()}
+        result = {"source": source, "method": method, "load_average_before": os.getloadavg()[0], **run()}
         print(f"  {source:6s} {method:16s} {result['pairs_per_s']:8.1f} pairs/s", flush=True)
         rows.append(result)
     return rows
