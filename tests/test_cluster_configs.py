@@ -302,17 +302,22 @@ def test_kuberay_manifest_validates(path):
 
 
 @pytest.mark.parametrize("mutate, expect", [
-    (lambda d: _cluster_spec(d)["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica"),
-    (lambda d: _cluster_spec(d).update(workerGroupSpec=[]), "workerGroupSpec"),
-    (lambda d: d["spec"].update(shutdownAfterJobFinish=True), "shutdownAfterJobFinish"),
-    (lambda d: d["spec"].update(submissionMode="K8sMode"), "K8sMode"),
-    (lambda d: d["spec"].pop("entrypoint"), "entrypoint"),
-    (lambda d: d.update(apiVersion="ray.io/v1alpha1"), "ray.io/v1"),
-    (lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0].update(resource={}),
-     "resource"),
-    (lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "X", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}), "should not be valid"),
-    (lambda d: d["spec"].update(shutdownAfterJobFinishes=False), "True was expected"),
+    pytest.param(lambda d: _cluster_spec(d)["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica",
+                 id="misspelt-worker-group-field"),
+    pytest.param(lambda d: _cluster_spec(d).update(workerGroupSpec=[]), "workerGroupSpec",
+                 id="misspelt-cluster-field"),
+    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinish=True), "shutdownAfterJobFinish",
+                 id="misspelt-job-field"),
+    pytest.param(lambda d: d["spec"].update(submissionMode="K8sMode"), "K8sMode", id="bad-submission-mode"),
+    pytest.param(lambda d: d["spec"].pop("entrypoint"), "entrypoint", id="no-entrypoint"),
+    pytest.param(lambda d: d.update(apiVersion="ray.io/v1alpha1"), "ray.io/v1", id="old-api-version"),
+    pytest.param(lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0].update(
+        resource={}), "resource", id="misspelt-container-field"),
+    pytest.param(lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "X", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        "should not be valid", id="env-value-and-valueFrom"),
+    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinishes=False), "True was expected",
+                 id="ttl-without-shutdown"),
 ])
 def test_kuberay_schema_rejects_broken_rayjobs(mutate, expect):
     doc = _load(CLUSTER / "rayjob-colorize.yaml")
