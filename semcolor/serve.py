@@ -50,7 +50,6 @@ class ServeArgs(BaseModel):
     num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (fractions share a GPU)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default max(1, num_cpus)")
-    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG outputs (1: fast)")
     jpeg_quality: int = Field(90, ge=1, le=95)
 
     @field_validator("autoscaling_config", mode="before")
@@ -84,7 +83,6 @@ class ServeArgs(BaseModel):
             max_body_bytes=int(self.max_body_mb * 1024 * 1024),
             max_pixels=self.max_pixels,
             torch_threads=self.torch_threads or max(1, int(self.num_cpus)),
-            png_compress_level=self.png_compress_level,
             jpeg_quality=self.jpeg_quality,
         )
 
@@ -158,8 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
             print("semcolor serve: --no-blocking needs a running Ray cluster (--address or RAY_ADDRESS); "
                   "a local Ray started here would stop when this command exits", file=sys.stderr)
             return 2
-        if address is None:
-            ray.init(num_cpus=args.num_cpus)
+        if address is None:  # "local": never attach to a `ray start` cluster found in /tmp/ray by accident
+            ray.init(address="local", num_cpus=args.num_cpus)
             started_ray = True
         else:
             ray.init(address=address)

@@ -29,15 +29,8 @@ from ray import serve
 from semcolor import __version__
 from semcolor.colorizer import Colorizer, mask_full_resolution, merge_full_resolution, resize_l8, rgb_to_l8
 from semcolor.decode import DataError, decode_image
-from semcolor.serve_io import (
-    MEDIA_TYPES,
-    OutputFormat,
-    RequestError,
-    choose_format,
-    encode_image,
-    read_image_bytes,
-    status_for,
-)
+from semcolor.encode import encode_mask, encode_rgb
+from semcolor.serve_io import MEDIA_TYPES, OutputFormat, RequestError, choose_format, read_image_bytes, status_for
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,6 @@ class ServiceSettings:
     max_body_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
     torch_threads: int | None = None  # None: leave torch's default (Ray sets OMP_NUM_THREADS = num_cpus)
-    png_compress_level: int = 1
     jpeg_quality: int = 90
 
 
@@ -242,8 +234,8 @@ class SemcolorService:
                        queue=max(0.0, round(_ms(queued) - fwd.model_ms, 3)))
         return prep, fwd, timings
 
-    def _encode(self, array: np.ndarray, fmt: OutputFormat) -> bytes:
-        return encode_image(array, fmt, self.settings.png_compress_level, self.settings.jpeg_quality)
+    def _encode(self, rgb: np.ndarray, fmt: OutputFormat) -> bytes:
+        return encode_rgb(rgb, fmt, self.settings.jpeg_quality)
 
     def _image_response(self, content: bytes, fmt: OutputFormat, fwd: Forward, timings: dict[str, float]) -> Response:
         server_timing = ", ".join(f"{k};dur={v}" for k, v in timings.items())
@@ -284,7 +276,7 @@ class SemcolorService:
             mask = self._mask(prep, fwd)
             timings["merge"] = _ms(start)
             start = time.perf_counter()
-            content = self._encode(mask, "png")
+            content = encode_mask(mask)
             timings["encode"] = _ms(start)
             return content
 
@@ -304,7 +296,7 @@ class SemcolorService:
             rgb, mask = self._colorized(prep, fwd), self._mask(prep, fwd)
             timings["merge"] = _ms(start)
             start = time.perf_counter()
-            color_bytes, mask_bytes = self._encode(rgb, fmt), self._encode(mask, "png")
+            color_bytes, mask_bytes = self._encode(rgb, fmt), encode_mask(mask)
             timings["encode"] = _ms(start)
             foreground = float(np.count_nonzero(mask == 255) / mask.size) if self.colorizer.config.n_classes == 2 \
                 else float(np.count_nonzero(mask) / mask.size)

@@ -1,4 +1,4 @@
-"""HTTP plumbing of the Serve app, free of Ray: body limits, multipart, output format, encoders, error statuses.
+"""HTTP plumbing of the Serve app, free of Ray: body limits, multipart, output format, error statuses.
 
 Everything a bad request can trip over is turned into a :class:`RequestError` (or a
 :class:`semcolor.decode.DataError` from decoding), each mapped to a 4xx status with a JSON
@@ -7,11 +7,8 @@ Everything a bad request can trip over is turned into a :class:`RequestError` (o
 
 from __future__ import annotations
 
-import io
 from typing import Literal
 
-import numpy as np
-from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -153,20 +150,3 @@ def choose_format(query: str | None, accept: str | None) -> OutputFormat:
     if accept and _accept_quality(accept, "image/jpeg") > _accept_quality(accept, "image/png"):
         return "jpeg"
     return "png"
-
-
-def encode_image(array: np.ndarray, fmt: OutputFormat, png_compress_level: int = 1,
-                 jpeg_quality: int = 90) -> bytes:
-    """uint8 RGB (H, W, 3) or gray (H, W) -> PNG or JPEG bytes.
-
-    PNG uses zlib level ``png_compress_level`` (1: fast, files ~10-20% larger than level 6).
-    """
-    image = Image.fromarray(array)
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG", compress_level=png_compress_level)
-    elif fmt == "jpeg":
-        image.save(buf, format="JPEG", quality=jpeg_quality)
-    else:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(MEDIA_TYPES)}")
-    return buf.getvalue()
