@@ -14,9 +14,11 @@ import asyncio
 import base64
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -167,6 +169,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
 
 
+T = TypeVar("T")
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
@@ -192,6 +197,10 @@ class SemcolorService:
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
         self.page = (resources.files("semcolor") / "static" / "index.html").read_text(encoding="utf-8")
+        # Per-request CPU work (decode, merge, encode) gets as many threads as the replica has torch threads;
+        # the forward has its own thread, so a running batch never waits behind them (nor they behind it).
+        self._cpu_pool = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="semcolor-cpu")
+        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="semcolor-model")
         # Warm-up forward: the first call pays one-off allocation costs that would otherwise land on a request.
         self.colorizer.predict(np.zeros((1, self.colorizer.size, self.colorizer.size), dtype=np.uint8))
 
@@ -201,12 +210,17 @@ class SemcolorService:
         """Stack concurrent requests' (S, S) inputs into one ``Colorizer.predict`` call."""
         batch = np.stack(l8_smalls)
         start = time.perf_counter()
-        ab8, fg8 = await asyncio.to_thread(self.colorizer.predict, batch)
+        loop = asyncio.get_running_loop()
+        ab8, fg8 = await loop.run_in_executor(self._model_pool, self.colorizer.predict, batch)
         seconds = time.perf_counter() - start
         self.stats.record(len(l8_smalls), seconds)
         return [Forward(ab8[i], fg8[i], round(seconds * 1000.0, 3), len(l8_smalls)) for i in range(len(l8_smalls))]
 
     # ---- per-request stages (run in worker threads) ----------------------------------------------------
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the replica's CPU pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu_pool, fn, *args)
+
     def _prepare(self, data: bytes, filename: str) -> Prepared:
         start = time.perf_counter()
         rgb = decode_image(data, max_pixels=self.settings.max_pixels, key=filename)
@@ -227,7 +241,7 @@ class SemcolorService:
         start = time.perf_counter()
         data, filename = await read_image_bytes(request, self.settings.max_body_bytes)
         timings = {"read": _ms(start)}
-        prep = await asyncio.to_thread(self._prepare, data, filename)
+        prep = await self._cpu(self._prepare, data, filename)
         queued = time.perf_counter()
         fwd = await self._forward(prep.l8_small)
         timings.update(decode=prep.decode_ms, preprocess=prep.preprocess_ms, model=fwd.model_ms,
@@ -260,7 +274,7 @@ class SemcolorService:
             timings["encode"] = _ms(start)
             return content
 
-        content = await asyncio.to_thread(finish)
+        content = await self._cpu(finish)
         timings["total"] = _ms(total)
         return self._image_response(content, fmt, fwd, timings)
 
@@ -280,7 +294,7 @@ class SemcolorService:
             timings["encode"] = _ms(start)
             return content
 
-        content = await asyncio.to_thread(finish)
+        content = await self._cpu(finish)
         timings["total"] = _ms(total)
         return self._image_response(content, "png", fwd, timings)
 
@@ -302,7 +316,7 @@ class SemcolorService:
                 else float(np.count_nonzero(mask) / mask.size)
             return color_bytes, mask_bytes, foreground
 
-        color_bytes, mask_bytes, foreground = await asyncio.to_thread(finish)
+        color_bytes, mask_bytes, foreground = await self._cpu(finish)
         timings["total"] = _ms(total)
         height, width = prep.l8.shape
         return PredictResponse(width=width, height=height, colorized_format=fmt, colorized=_b64(color_bytes),
