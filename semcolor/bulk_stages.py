@@ -46,16 +46,18 @@ ENCODE_ERROR = "encode_error"
 WRITE_ERROR = "write_error"
 
 
-def _fetch(url: str) -> bytes | Exception:
+def _fetch(url: str, s3: storage.S3Options | None) -> bytes | Exception:
     try:
-        return storage.read_bytes(url)
+        return storage.read_bytes(url, s3=s3)
     except Exception as exc:  # returned, not raised: recorded against this row's key
         return exc
 
 
-def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_threads: int = 8) -> dict[str, np.ndarray]:
+def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_threads: int = 8,
+                s3: storage.S3Options | None = None) -> dict[str, np.ndarray]:
     """Stage 1. In: ``key``, ``source``, ``output``, ``mask``, ``status``, ``kind``, ``reason`` (rows may
     arrive already failed, e.g. duplicate keys). Out: the stage columns of the module docstring up to ``small``.
+    ``s3``: the driver's S3 settings (workers may have started with another environment).
     """
     n = len(batch["key"])
     status = [str(s) for s in batch["status"]]
@@ -64,7 +66,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     sources = [str(s) for s in batch["source"]]
     todo = [i for i in range(n) if status[i] == OK]
     with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(todo) or 1))) as pool:
-        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), _fetch(sources[i]), time.perf_counter()),
+        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), _fetch(sources[i], s3), time.perf_counter()),
                                         todo)))
     small = np.zeros((n, size, size), dtype=np.uint8)
     l8s: list[bytes] = [b""] * n
@@ -180,7 +182,7 @@ class ColorizeActor:
 
 
 def _colorize_row(l8_bytes: bytes, height: int, width: int, ab8: np.ndarray, fg8: np.ndarray, output: str,
-                  mask_url: str, fmt: str, quality: int, n_classes: int) -> int:
+                  mask_url: str, fmt: str, quality: int, n_classes: int, s3: storage.S3Options | None) -> int:
     """Merge, encode and write one row; returns bytes written. Raises _StageError naming the step."""
     try:
         l8 = np.frombuffer(l8_bytes, dtype=np.uint8).reshape(height, width)
@@ -190,8 +192,8 @@ def _colorize_row(l8_bytes: bytes, height: int, width: int, ab8: np.ndarray, fg8
         raise _StageError(ENCODE_ERROR, f"cannot merge/encode {fmt}: {type(exc).__name__}: {exc}") from exc
     try:
         if mask_url:
-            storage.write_bytes(mask_url, mask)
-        storage.write_bytes(output, image)  # both written before the caller makes the ok record
+            storage.write_bytes(mask_url, mask, s3=s3)
+        storage.write_bytes(output, image, s3=s3)  # both written before the caller makes the ok record
     except Exception as exc:
         raise _StageError(WRITE_ERROR, f"cannot write {output}: {type(exc).__name__}: {exc}") from exc
     return len(image) + len(mask)
@@ -204,7 +206,7 @@ class _StageError(Exception):
 
 
 def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_classes: int,
-                       run_id: str) -> pa.Table:
+                       run_id: str, s3: storage.S3Options | None = None) -> pa.Table:
     """Stage 3: full-resolution merge + encode + atomic write per ok row -> records (:data:`RECORD_SCHEMA`).
 
     A row's record says ok only after its image (and mask) were written; failures become error records.
@@ -224,7 +226,7 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
             try:
                 written[i] = _colorize_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
                                            batch["ab8"][i], batch["fg8"][i], outputs[i], masks[i] or "",
-                                           fmt, quality, n_classes)
+                                           fmt, quality, n_classes, s3)
             except _StageError as exc:
                 status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
         if status[i] != OK:

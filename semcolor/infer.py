@@ -66,6 +66,7 @@ from semcolor import storage
 from semcolor.bulk_records import OK, done_outputs, manifest_url, read_records
 from semcolor.decode import DEFAULT_MAX_PIXELS
 from semcolor.encode import check_quality, extension_of
+from semcolor.ray_env import init_ray, storage_env
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 DUPLICATE_KEY = "duplicate_key"
 
-_AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass
@@ -225,13 +224,6 @@ def drop_done(work: pa.Table, dst: str) -> pa.Table:
 # ---------------------------------------------------------------- the job
 
 
-def _worker_env(urls: list[str]) -> dict[str, str]:
-    """The driver's AWS_* settings for Ray workers started before they were set (only when a URL is s3://)."""
-    if not any(storage.scheme_of(u) in ("s3", "s3a") for u in urls):
-        return {}
-    return {k: os.environ[k] for k in _AWS_ENV if k in os.environ}
-
-
 def _fault_from_env(dst: str):
     """Test hook (see :class:`semcolor.bulk_stages.FaultPlan`): SEMCOLOR_FAULT_AFTER_BATCHES=N makes a model
     actor exit after N batches; SEMCOLOR_FAULT_KILL_DRIVER_AFTER_BATCHES=N makes it SIGKILL this driver.
@@ -316,28 +308,30 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
     if todo.num_rows == 0:
         return summary
 
-    env = _worker_env([src, dst, checkpoint])
-    runtime_env = {"env_vars": env} if env else None
+    # S3 settings travel as an argument to tasks (a per-stage runtime_env would force fresh worker
+    # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
+    s3 = storage.S3Options.from_env() if any(storage.scheme_of(u) in ("s3", "s3a") for u in (src, dst)) else None
+    actor_env = storage_env([checkpoint])
     if threads_per_actor is None and gpus_per_actor == 0:
         threads_per_actor = max(1, len(os.sched_getaffinity(0)) // max_actors)
     started = time.perf_counter()
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"size": size, "max_pixels": int(max_pixels), "io_threads": io_threads},
-                        udf_modifying_row_count=False, runtime_env=runtime_env)
+                        fn_kwargs={"size": size, "max_pixels": int(max_pixels), "io_threads": io_threads, "s3": s3},
+                        udf_modifying_row_count=False)
     ds = ds.map_batches(ColorizeActor, batch_size=batch_size, batch_format="numpy", compute=compute,
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
                         fn_constructor_kwargs={"checkpoint": checkpoint, "size": size,
                                                "device": "cuda" if gpus_per_actor > 0 else "cpu",
                                                "threads": threads_per_actor, "fault": _fault_from_env(dst)},
-                        udf_modifying_row_count=False, runtime_env=runtime_env)
+                        udf_modifying_row_count=False, runtime_env={"env_vars": actor_env} if actor_env else None)
     ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=1,
                         fn_kwargs={"fmt": ext, "quality": quality, "n_classes": config.n_classes,
-                                   "run_id": run_id},
-                        udf_modifying_row_count=False, runtime_env=runtime_env)
-    fs, path = storage.resolve(manifest_url(dst))
-    ds.write_parquet(path, filesystem=fs, ray_remote_args={"runtime_env": runtime_env} if env else None)
+                                   "run_id": run_id, "s3": s3},
+                        udf_modifying_row_count=False)
+    fs, path = storage.resolve(manifest_url(dst), s3=s3)  # the filesystem object carries the S3 settings
+    ds.write_parquet(path, filesystem=fs)
     summary.seconds = time.perf_counter() - started
 
     records = read_records(dst)
@@ -368,19 +362,6 @@ def parse_actors(text: str) -> int | tuple[int, int]:
         return int(text)
     except ValueError:
         raise ValueError(f"--actors must be N or MIN:MAX, got {text!r}") from None
-
-
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS); otherwise start a new local Ray with ``num_cpus``."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
 
 
 def run_colorize(args: argparse.Namespace) -> int:
