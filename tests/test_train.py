@@ -1,0 +1,184 @@
+"""Training: schedule, config errors, validation merging (unit); one Ray Train scenario with 2 CPU workers
+covering checkpoints, reported metrics, a falling loss, recovery from a worker that dies once, resume by rerunning
+with the same name through the CLI, and merged validation == single-process validation; a one-epoch run stored on
+the moto S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semcolor.losses import LossConfig
+from semcolor.model import ModelConfig, build_model
+from semcolor.train_config import TrainConfig
+from semcolor.train_loop import lr_factor
+from semcolor.validation import ValidationTotals, validate
+
+
+# ---------------------------------------------------------------- unit
+
+
+def test_lr_schedule_warms_up_then_follows_a_cosine_to_the_floor() -> None:
+    factors = [lr_factor(s, warmup_steps=4, total_steps=20, min_ratio=0.05) for s in range(25)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))  # non-increasing after warm-up
+    assert factors[12] == pytest.approx(0.05 + 0.95 * 0.5)  # half-way through the cosine
+    assert factors[20] == pytest.approx(0.05) and factors[24] == pytest.approx(0.05)
+
+
+def test_lr_schedule_follows_the_time_budget_when_it_is_further_along() -> None:
+    assert lr_factor(5, 4, 1000, 0.0, time_fraction=1.0) == pytest.approx(0.0)
+    assert lr_factor(5, 4, 1000, 0.0, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_factor(2, 4, 1000, 0.0, time_fraction=0.9) == pytest.approx(0.75)  # warm-up is by steps only
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"arch": "vgg"}, "supported"),
+    ({"images": "a"}, "both images and masks"),
+    ({"images": "a", "masks": "b", "manifest": "m"}, "either manifest"),
+    ({"val_fraction": 0.0}, "val_fraction"),
+    ({"color_mask": "sky"}, "color_mask"),
+    ({"epochs": 0}, "epochs"),
+    ({"keep": 0}, "keep"),
+    ({"time_budget": -1.0}, "time_budget"),
+])
+def test_train_config_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_round_trips_through_a_dict() -> None:
+    config = TrainConfig(arch="resnet34", size=64, time_budget=2.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def _val_batches(n: int, size: int, batch: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    from semcolor.synth import make_pair
+
+    pairs = [make_pair(i, size, seed) for i in range(n)]
+    rgb = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    mask = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    return [{"rgb": rgb[i:i + batch], "mask": mask[i:i + batch]} for i in range(0, n, batch)]
+
+
+def test_validation_shares_of_two_workers_merge_to_the_single_process_totals() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="unet", input_size=32))
+    batches = _val_batches(10, 32, 3)  # 4 batches, the last one short
+    loss = LossConfig()
+    single = validate(model, batches, 2, loss)
+    shares = [validate(model, batches, 2, loss, rank=r, world_size=2) for r in range(2)]
+    merged = ValidationTotals.from_tensor(2, shares[0].to_tensor() + shares[1].to_tensor())
+    np.testing.assert_array_equal(merged.seg.matrix, single.seg.matrix)
+    assert merged.metrics() == pytest.approx(single.metrics(), rel=1e-12, nan_ok=True)
+    assert single.metrics()["val_images"] == 10
+    assert shares[0].loss_sums[3] == 6 and shares[1].loss_sums[3] == 4  # batches 0, 2 and 1, 3
+
+
+def test_curves_png_is_an_image() -> None:
+    from semcolor.curves import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "val_miou": 0.3 + 0.1 * e,
+                "val_psnr": 20 + e, "val_gray_psnr": 21.0, "val_pixel_accuracy": None} for e in range(3)]
+    image = Image.open(io.BytesIO(plot_curves(history, "t")))
+    assert image.format == "PNG" and image.width > 500
+    with pytest.raises(ValueError, match="no epochs"):
+        plot_curves([])
+
+
+# ---------------------------------------------------------------- Ray Train on S3
+
+
+def _single_process_val_metrics(config: TrainConfig, images: str, masks: str, checkpoint_url: str) -> dict:
+    """Validation of ``checkpoint_url`` in this process over the run's own validation rows and batches."""
+    from semcolor.checkpoint import load
+    from semcolor.data import load_dataset, load_pairs, split_pairs
+    from semcolor.train_loop import VAL_BATCH_SIZE
+
+    _, val_pairs = split_pairs(load_pairs(images, masks), config.val_fraction, seed=0)
+    val_ds, _ = load_dataset(val_pairs, config.size)
+    batches = val_ds.sort("key").select_columns(["rgb", "mask"]).iter_torch_batches(batch_size=VAL_BATCH_SIZE)
+    model, _ = load(checkpoint_url)
+    return validate(model, batches, config.n_classes, config.loss_config()).metrics("val_")
+
+
+_COMMON = dict(synth_n=24, size=64, batch_size=4, workers=2, cpus_per_worker=0.5, max_failures=1, keep=1)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp_path, capsys) -> None:
+    from semcolor import storage
+    from semcolor.checkpoint import load
+    from semcolor.cli import main
+    from semcolor.train import fit
+    from semcolor.train_loop import FAULT_MARKER
+
+    name = f"t-{uuid.uuid4().hex[:6]}"
+    runs = str(tmp_path / "runs")
+    # Run 1: 2 epochs; rank 0's process exits once right after epoch 0's checkpoint.
+    result = fit(TrainConfig(epochs=2, fault_after_epoch=0, storage=runs, name=name, **_COMMON))
+    run_dir = f"{runs}/{name}"
+    assert result.run_dir == run_dir
+    assert storage.exists(storage.join(run_dir, FAULT_MARKER)), "the fault hook never fired"
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    # Epoch 1 ran in a new worker group that restored epoch 0's checkpoint: recovered, not restarted.
+    assert [h["resumed_from_epoch"] for h in result.history] == [-1, 0]
+    assert result.history[1]["step"] == 2 * result.history[0]["step"]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    for key in ("val_miou", "val_psnr", "val_gray_psnr", "val_ssim", "train_images_per_s", "lr"):
+        assert all(math.isfinite(h[key]) for h in result.history), key
+    assert result.data_counts["train"] + result.data_counts["val"] == 24
+    model, model_config = load(result.best_checkpoint)  # best/ is a model directory
+    assert model_config.input_size == 64
+    lines = storage.read_text(storage.join(run_dir, "metrics.jsonl")).splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    assert Image.open(io.BytesIO(storage.read_bytes(storage.join(run_dir, "curves.png")))).format == "PNG"
+
+    # Validation merged over the 2 workers == this process alone on the same rows (the last epoch's weights).
+    synth = storage.join(run_dir, "synth_data")
+    single = _single_process_val_metrics(TrainConfig(epochs=2, **_COMMON), storage.join(synth, "images"),
+                                         storage.join(synth, "masks"), result.latest_checkpoint)
+    reported = {k: v for k, v in result.history[-1].items() if k in single}
+    assert reported == pytest.approx(single, rel=1e-9, nan_ok=True)
+
+    # Run 2: the same name through the CLI with --epochs 3 continues at epoch 2 from the saved state.
+    code = main(["train", "--storage", runs, "--name", name, "--epochs", "3", "--synth-n", "24", "--size", "64",
+                 "--batch-size", "4", "--workers", "2", "--cpus-per-worker", "0.5", "--max-failures", "1",
+                 "--keep", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"{run_dir}/best" in out and "val mIoU" in out
+    history = [json.loads(line) for line in storage.read_text(storage.join(run_dir, "metrics.jsonl")).splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[2]["resumed_from_epoch"] == 1
+    assert history[2]["step"] == 3 * history[0]["step"]
+    assert history[:2] == json.loads(json.dumps(result.history))  # earlier epochs kept as they were
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+@pytest.mark.slow
+def test_train_stores_its_run_on_s3(ray_local, s3_prefix) -> None:
+    """Ray Train checkpoints, best/, metrics.jsonl and the synthetic data all in s3:// (moto), one epoch."""
+    from semcolor import storage
+    from semcolor.checkpoint import load
+    from semcolor.train import fit
+
+    result = fit(TrainConfig(epochs=1, storage=s3_prefix, name="s3run", **_COMMON))
+    assert result.run_dir == f"{s3_prefix}/s3run" and result.best_checkpoint == f"{s3_prefix}/s3run/best"
+    assert result.latest_checkpoint.startswith(f"{s3_prefix}/s3run/checkpoint_")
+    load(result.best_checkpoint)
+    load(result.latest_checkpoint)
+    assert len(storage.read_text(f"{s3_prefix}/s3run/metrics.jsonl").splitlines()) == 1
+    assert storage.exists(f"{s3_prefix}/s3run/synth_data/images/000000.png")
