@@ -184,6 +184,8 @@ def _check_serve_config(config: dict) -> None:
     from ray.serve.config import AutoscalingConfig
 
     for app in config["applications"]:
+        if "runtime_env" in app:
+            _check_runtime_env(app["runtime_env"])
         for dep in app.get("deployments", []):
             if isinstance(dep.get("autoscaling_config"), dict):
                 AutoscalingConfig.model_validate(dep["autoscaling_config"])
@@ -400,6 +402,24 @@ def test_head_runs_no_work_and_exposes_the_dashboard(path):
     assert ports["dashboard"] == 8265 and ports["gcs-server"] == 6379
 
 
+# --------------------------------------------------------------------------------------- runtime envs
+
+
+def _check_runtime_env(env: dict) -> None:
+    """RuntimeEnv validates the fields it knows but takes any other key as a plugin: refuse unknown keys."""
+    assert isinstance(env, dict), env
+    unknown = set(env) - set(RuntimeEnv.known_fields)
+    assert not unknown, f"unknown runtime_env fields {sorted(unknown)}; known: {sorted(RuntimeEnv.known_fields)}"
+    RuntimeEnv(**env)
+
+
+def test_runtime_env_check_rejects_a_misspelt_field():
+    with pytest.raises(AssertionError, match="workin_dir"):
+        _check_runtime_env({"workin_dir": "."})
+    with pytest.raises(Exception):
+        _check_runtime_env({"env_vars": {"A": 1}})  # env var values must be strings
+
+
 # --------------------------------------------------------------------------------------- RayJob entrypoints
 
 
@@ -476,9 +496,7 @@ def test_colorize_job_fits_its_cluster():
 @pytest.mark.parametrize("path", RAYJOBS, ids=lambda p: p.name)
 def test_rayjob_runtime_env_yaml_is_a_valid_runtime_env(path):
     doc = _load(path)
-    env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
-    assert isinstance(env, dict)
-    RuntimeEnv(**env)
+    _check_runtime_env(yaml.safe_load(doc["spec"]["runtimeEnvYAML"]))
     assert doc["spec"]["shutdownAfterJobFinishes"] is True
 
 
@@ -487,7 +505,7 @@ def test_rayjob_runtime_env_yaml_is_a_valid_runtime_env(path):
 
 def test_jobs_runtime_env_is_valid_and_excludes_local_state():
     env = _load(JOBS / "runtime_env.yaml")
-    RuntimeEnv(**env)
+    _check_runtime_env(env)
     assert env["working_dir"] == "."
     assert {".git/", ".venv/", "runs/"} <= set(env["excludes"])
     assert "AWS_REGION" in env["env_vars"]

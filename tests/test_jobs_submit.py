@@ -106,16 +106,19 @@ def _stop_head(proc: subprocess.Popen) -> list[int]:
             pass
     while _session_pids(sid) and time.monotonic() < deadline:  # children finishing their own shutdown
         time.sleep(0.5)
-    killed = _session_pids(sid)
-    for pid in killed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    killed: list[int] = []
+    deadline = time.monotonic() + 30
+    while (alive := _session_pids(sid)) and time.monotonic() < deadline:  # repeat: a dying raylet may fork
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed += alive
+        time.sleep(0.5)
     if proc.poll() is None:
         proc.wait(timeout=10)
-    time.sleep(0.5)
-    assert _session_pids(sid) == [], "processes of the test's Ray head survived SIGKILL"
+    assert _session_pids(sid) == [], "processes of the test's Ray head survived SIGKILL for 30 s"
     return killed
 
 
