@@ -16,8 +16,9 @@ are refused). The HTTP host/port belong to Serve itself (``serve.start(http_opti
 import argparse
 import json
 import os
+import signal
 import sys
-import time
+import threading
 from typing import Any, Literal
 
 import ray
@@ -142,7 +143,8 @@ def serve_args_from_cli(args: argparse.Namespace) -> ServeArgs:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """``semcolor serve``: deploy the app on ``--host``:``--port`` (127.0.0.1:8000) and block until Ctrl-C.
+    """``semcolor serve``: deploy the app on ``--host``:``--port`` (127.0.0.1:8000) and block until Ctrl-C
+    or SIGTERM, then delete the app (and stop the local Ray it started).
 
     Uses the Ray this process is already connected to, else ``--address`` / ``RAY_ADDRESS``, else starts a
     local Ray. ``--no-blocking`` returns after the deployment is up; it needs a Ray that outlives this
@@ -167,13 +169,16 @@ def run_serve(args: argparse.Namespace) -> int:
           f"(API docs: /docs; app name {APP_NAME!r})", flush=True)
     if not args.blocking:
         return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())  # `kill`, `docker stop`: same as Ctrl-C
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(1.0):
+            pass
     except KeyboardInterrupt:
-        print("semcolor serve: stopping", file=sys.stderr)
-        serve.delete(APP_NAME)
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
+        pass
+    print("semcolor serve: stopping", file=sys.stderr, flush=True)
+    serve.delete(APP_NAME)
+    if started_ray:
+        serve.shutdown()
+        ray.shutdown()
     return 0
