@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="model directory URL")
     p.add_argument("--size", type=int, default=None, help="model resolution (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--actors", type=int, default=1, help="model actors (or MIN:MAX for autoscaling)")
+    p.add_argument("--actors", default="1", help="model actors (or MIN:MAX for autoscaling)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--format", choices=["png", "jpg", "webp"], default="png")
     p.add_argument("--quality", type=int, default=90, help="jpg/webp quality")
