@@ -76,6 +76,19 @@ def test_settings_and_gpu_options():
     assert settings.max_body_bytes == 2 * 1024 * 1024 and settings.torch_threads == 2
 
 
+def test_project_serve_config_args_validate():
+    from conftest import REPO_ROOT
+
+    path = REPO_ROOT / "cluster" / "serve_config.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    yaml = pytest.importorskip("yaml")
+    apps = [a for a in yaml.safe_load(path.read_text())["applications"] if a["import_path"] == "semcolor.serve:app"]
+    assert apps, f"no application in {path} imports semcolor.serve:app"
+    for entry in apps:
+        ServeArgs.model_validate(entry.get("args", {})).deployment_options()
+
+
 def test_parse_replicas():
     assert parse_replicas("3", 8) == {"num_replicas": 3}
     assert parse_replicas("1:4", 8) == {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
