@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", action="store_true", help="also write DST/masks/<key>.png")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-pixels", type=int, default=100_000_000, help="larger sources are recorded as errors")
+    p.add_argument("--threads-per-actor", type=int, default=None,
+                   help="torch threads per CPU model actor (default: this machine's cores / actors)")
     _add_ray(p)
 
     p = sub.add_parser("serve", help="serve the model over HTTP with Ray Serve")

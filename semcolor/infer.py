@@ -371,7 +371,7 @@ def run_colorize(args: argparse.Namespace) -> int:
         args.src, args.dst, args.checkpoint, size=args.size, batch_size=args.batch_size,
         actors=parse_actors(str(args.actors)), gpus_per_actor=args.gpus_per_actor, fmt=args.format,
         quality=args.quality, masks=args.masks, limit=args.limit, max_pixels=args.max_pixels,
-        threads_per_actor=getattr(args, "threads_per_actor", None),
+        threads_per_actor=args.threads_per_actor,
     )
     for key, kind, reason in summary.failure_examples:
         print(f"failed {key} ({kind}): {reason}", file=sys.stderr)

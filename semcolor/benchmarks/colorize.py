@@ -1,0 +1,325 @@
+"""`semcolor bench colorize`: bulk colorization throughput against its bound, in one run.
+
+Measured with one random-init model (weights=None; speed does not depend on the weights) at ``--size``:
+
+- ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
+  ``--batch-size`` with ``--threads`` torch threads: what the pipeline cannot beat on this machine.
+- ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
+  (read+decode+full-res L+resize; AB upsample + LAB->RGB at full resolution; PNG encode).
+- ``pipeline local`` and ``pipeline s3``: :func:`semcolor.infer.colorize` on every photo, local -> local and
+  s3 -> s3 (a moto server this benchmark starts as a subprocess on 127.0.0.1; photos uploaded first).
+  End-to-end images/s include Ray Data start-up and the model actor's start; ``steady`` counts the rows
+  finished between the 10th and 90th percentile of the records' ``finished_at``. Rate per quarter of the
+  run shows whether throughput holds as the count grows.
+- ``naive``: the sequential loop (open, predict, save, one image at a time; batch 1).
+- ratios pipeline/bound and pipeline/naive;
+- time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage: only decode, merge and encode
+  should grow with pixels; the model runs at model size.
+
+Thread budget on a small machine: the model actor reserves 1 CPU from Ray but runs ``--threads`` torch
+threads; decode / merge / encode tasks (1 CPU each, 1 thread) interleave with it. Prints a table, writes
+``OUT/colorize.json`` (with the load average before each measurement: the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from semcolor import checkpoint, storage
+from semcolor.bulk_records import read_records
+from semcolor.colorizer import Colorizer, merge_full_resolution, resize_l8, rgb_to_l8
+from semcolor.decode import decode_image
+from semcolor.encode import encode_rgb
+from semcolor.model import ModelConfig, build_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
+BUCKET = "semcolor-bench"
+RESOLUTIONS_MP = (0.25, 1.0, 4.0, 12.0)
+NAIVE_IMAGES = 60
+STAGE_IMAGES = 200
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict:
+    """Model-only images/s on random uint8 L at the colorizer's size (threads set by the caller)."""
+    x = np.random.default_rng(0).integers(0, 256, (batch, colorizer.size, colorizer.size), dtype=np.uint8)
+    colorizer.predict(x)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 3 * batch:
+        colorizer.predict(x)
+        n += batch
+    elapsed = time.perf_counter() - start
+    return {"images": n, "seconds": elapsed, "images_per_s": n / elapsed, "load": _load()}
+
+
+def stage_rates(sources: list[str], size: int) -> dict:
+    """Single-thread images/s of decode (read + decode + L + resize), merge and PNG encode."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        blobs = [storage.read_bytes(u) for u in sources]
+        start = time.perf_counter()
+        l8s = []
+        for data in blobs:
+            l8 = rgb_to_l8(decode_image(data))
+            resize_l8(l8, size)
+            l8s.append(l8)
+        decode_s = time.perf_counter() - start
+        ab8 = np.random.default_rng(0).integers(-40, 40, (2, size, size)).astype(np.int8)
+        start = time.perf_counter()
+        merged = [merge_full_resolution(l8, ab8) for l8 in l8s]
+        merge_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for rgb in merged:
+            encode_rgb(rgb, "png")
+        encode_s = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    n = len(sources)
+    mean_mp = float(np.mean([l.size for l in l8s]) / 1e6)
+    return {"images": n, "mean_megapixels": mean_mp, "decode_per_s": n / decode_s, "merge_per_s": n / merge_s,
+            "encode_per_s": n / encode_s, "load": _load()}
+
+
+def naive_loop(colorizer: Colorizer, sources: list[str], dst: str) -> dict:
+    """Open, predict, save, one image at a time (batch 1), as the reference project's evaluate does."""
+    start = time.perf_counter()
+    for i, url in enumerate(sources):
+        rgb, _ = colorizer.colorize(decode_image(storage.read_bytes(url)))
+        storage.write_bytes(storage.join(dst, f"{i:05d}.png"), encode_rgb(rgb, "png"))
+    elapsed = time.perf_counter() - start
+    return {"images": len(sources), "seconds": elapsed, "images_per_s": len(sources) / elapsed, "load": _load()}
+
+
+def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int = 2) -> list[dict]:
+    """Seconds per image by stage for synthetic JPEG sources of growing size (single thread for CPU stages)."""
+    rows = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for mp in RESOLUTIONS_MP:
+            h = int(round((mp * 1e6 * 3 / 4) ** 0.5))
+            w = int(round(mp * 1e6 / h))
+            yy, xx = np.mgrid[0:h, 0:w]
+            rgb = np.stack([(xx * 7 // 5) % 256, (yy * 3 // 2) % 256, ((xx + yy) // 3) % 256], -1).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+            jpeg = buf.getvalue()
+            del rgb, yy, xx
+            ab8 = np.random.default_rng(0).integers(-40, 40, (2, colorizer.size, colorizer.size)).astype(np.int8)
+            times = {"decode": [], "merge": [], "encode": []}
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                l8 = rgb_to_l8(decode_image(jpeg))
+                resize_l8(l8, colorizer.size)
+                t1 = time.perf_counter()
+                out = merge_full_resolution(l8, ab8)
+                t2 = time.perf_counter()
+                encode_rgb(out, "png")
+                t3 = time.perf_counter()
+                times["decode"].append(t1 - t0)
+                times["merge"].append(t2 - t1)
+                times["encode"].append(t3 - t2)
+            row = {"megapixels": mp, "width": w, "height": h, **{f"{k}_s": min(v) for k, v in times.items()},
+                   "model_s": per_image_model_s}
+            row["total_s"] = row["decode_s"] + row["merge_s"] + row["encode_s"] + per_image_model_s
+            rows.append(row)
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int) -> dict:
+    """One colorize run; end-to-end and steady-state images/s, per-quarter rates, object-store bytes/row."""
+    from semcolor.infer import colorize
+
+    load = _load()
+    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, threads_per_actor=threads)
+    records = read_records(dst)
+    finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
+    n = len(finished)
+    lo, hi = finished[int(0.1 * (n - 1))], finished[int(0.9 * (n - 1))]
+    steady = (int(0.9 * (n - 1)) - int(0.1 * (n - 1))) / (hi - lo) if hi > lo else float("nan")
+    quarters = []
+    for q in range(4):
+        part = finished[q * n // 4:(q + 1) * n // 4]
+        quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
+    return {"images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
+            "images_per_s": summary.images_per_s, "steady_images_per_s": steady, "quarter_images_per_s": quarters,
+            "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[str]:
+    """A moto S3 server in its own process on 127.0.0.1 (so it does not share the driver's GIL), with bucket
+    BUCKET; AWS_* point at it while the block runs. Stopped by its own pid."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import pyarrow.fs as pafs
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                  allow_bucket_creation=True).create_dir(BUCKET)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"moto server on {endpoint} did not start (exit code {proc.poll()})")
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _upload(sources: list[str], root: str, prefix: str) -> None:
+    def copy(url: str) -> None:
+        storage.write_bytes(storage.join(prefix, os.path.relpath(url, root)), storage.read_bytes(url))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(copy, sources))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def print_table(result: dict) -> None:
+    b = result["bound"]["images_per_s"]
+    rows = [("model-only bound (batch %d, %d threads)" % (result["batch_size"], result["threads"]), b, "", "")]
+    s = result["stages"]
+    rows += [("decode only (1 thread)", s["decode_per_s"], "", ""), ("merge only (1 thread)", s["merge_per_s"], "", ""),
+             ("encode only, png (1 thread)", s["encode_per_s"], "", "")]
+    naive = result["naive"]["images_per_s"]
+    rows.append(("naive sequential loop (batch 1)", naive, naive / b, 1.0))
+    for name in ("pipeline_local", "pipeline_s3"):
+        if name in result:
+            p = result[name]
+            rows.append((f"{name.replace('_', ' ')} end-to-end", p["images_per_s"], p["images_per_s"] / b,
+                         p["images_per_s"] / naive))
+            rows.append((f"{name.replace('_', ' ')} steady", p["steady_images_per_s"], p["steady_images_per_s"] / b,
+                         p["steady_images_per_s"] / naive))
+    print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
+          f"at {result['size']} px, {result['cpus']} CPUs")
+    print(f"{'measure':<44} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
+    for name, rate, rb, rn in rows:
+        print(f"{name:<44} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
+    for name in ("pipeline_local", "pipeline_s3"):
+        if name in result:
+            q = ", ".join(f"{v:.2f}" for v in result[name]["quarter_images_per_s"])
+            print(f"{name}: images/s by quarter of the run: {q}; object store "
+                  f"{result[name]['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+    print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} {'total s':>8}")
+    for r in result["resolution"]:
+        print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
+              f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['total_s']:>8.3f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`semcolor bench colorize [--data ROOT] [--s3] [--limit N] [--size S] [--batch-size B] [--threads T]`."""
+    from semcolor.ray_env import init_ray
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    root = Path(args.data) if args.data else DEFAULT_DATA
+    images = root / "images" if (root / "images").is_dir() else root
+    if not images.is_dir():
+        raise ValueError(f"no images under {root}: pass --data ROOT (a folder with images/, e.g. ECSSD)")
+    sources = storage.list_files(str(images), {".jpg", ".jpeg", ".png"})
+    if args.limit:
+        sources = sources[:args.limit]
+    if not sources:
+        raise ValueError(f"no .jpg/.png images under {images}")
+    src = str(images)
+    work = Path(tempfile.mkdtemp(prefix="semcolor-bench-colorize-"))
+    try:
+        torch.manual_seed(0)
+        config = ModelConfig(arch="unet", input_size=args.size)
+        ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
+        colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=args.size)
+        torch.set_num_threads(args.threads)
+        result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
+                        "batch_size": args.batch_size, "threads": args.threads, "cpus": os.cpu_count(),
+                        "machine": platform.platform(), "torch": torch.__version__}
+        print("measuring the model-only bound ...", flush=True)
+        result["bound"] = model_bound(colorizer, args.batch_size)
+        print("measuring stages ...", flush=True)
+        result["stages"] = stage_rates(sources[:STAGE_IMAGES], args.size)
+        per_image_model = 1.0 / result["bound"]["images_per_s"]
+        result["resolution"] = resolution_costs(colorizer, per_image_model)
+        print("measuring the naive loop ...", flush=True)
+        torch.set_num_threads(args.threads)
+        result["naive"] = naive_loop(colorizer, sources[:NAIVE_IMAGES], str(work / "naive"))
+        del colorizer
+
+        init_ray(args.address, args.num_cpus)
+        if args.limit:  # colorize takes a prefix; give it exactly the chosen files
+            src = str(work / "src")
+            os.makedirs(src)
+            for url in sources:
+                os.symlink(url, os.path.join(src, os.path.basename(url)))
+        print("measuring the pipeline local -> local ...", flush=True)
+        result["pipeline_local"] = _pipeline(src, str(work / "out_local"), ckpt, args.size, args.batch_size,
+                                             args.threads)
+        if args.s3:
+            with moto_s3():
+                prefix = f"s3://{BUCKET}/ecssd/images"
+                print("uploading to moto S3 ...", flush=True)
+                _upload(sources, str(images), prefix)
+                print("measuring the pipeline s3 -> s3 ...", flush=True)
+                result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
+                                                  args.threads)
+        b, naive = result["bound"]["images_per_s"], result["naive"]["images_per_s"]
+        for name in ("pipeline_local", "pipeline_s3"):
+            if name in result:
+                p = result[name]
+                p.update(per_bound=p["images_per_s"] / b, per_naive=p["images_per_s"] / naive,
+                         steady_per_bound=p["steady_images_per_s"] / b)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "colorize.json").write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out / 'colorize.json'}")
+    return 0
