@@ -6,6 +6,7 @@ Reads every pair of a dataset root (``images/`` + ``masks/``, default ECSSD besi
 
 - ``pillow_plain``: one process, ``Image.open -> convert -> resize`` (no JPEG draft), the usual loop;
 - ``pillow_semcolor``: one process, the pipeline's own per-pair code (:func:`semcolor.decode.decode_pair`);
+  both loops run in a child process at the niceness Ray gives its workers (15), for a fair share of CPU;
 - ``ray_data``: :func:`semcolor.data.load_dataset` (decode in Ray tasks, materialized), after a warm-up.
 
 Each method runs :data:`ROUNDS` times, interleaved; the table shows the fastest round, the JSON all of them
@@ -21,12 +22,13 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +57,13 @@ def _semcolor_pillow(image: bytes, mask: bytes, size: int) -> tuple[np.ndarray, 
 
 
 def _loop(pairs: pa.Table, size: int, fn: Callable[[bytes, bytes, int], tuple]) -> dict:
-    """Single-process read + decode + resize of every pair."""
-    start = time.perf_counter()
+    """Single-process read + decode + resize of every pair; wall and CPU seconds."""
+    start, cpu = time.perf_counter(), time.process_time()
     for image_url, mask_url in zip(pairs["image"].to_pylist(), pairs["mask"].to_pylist()):
         fn(storage.read_bytes(image_url), storage.read_bytes(mask_url), size)
     seconds = time.perf_counter() - start
-    return {"pairs": pairs.num_rows, "seconds": seconds, "pairs_per_s": pairs.num_rows / seconds}
+    return {"pairs": pairs.num_rows, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+            "pairs_per_s": pairs.num_rows / seconds}
 
 
 def _ray(pairs: pa.Table, size: int) -> dict:
@@ -122,19 +125,38 @@ def _upload(pairs: pa.Table, root: Path, prefix: str) -> pa.Table:
     return pa.table({"key": pairs["key"], "image": images, "mask": masks}, schema=data.PAIR_SCHEMA)
 
 
+def _worker_niceness() -> int:
+    """The niceness Ray gives its worker processes (the raylet's ``worker_niceness``, 15 by default)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    return ray.get(niceness.remote())
+
+
 def _measure(source: str, pairs: pa.Table, size: int, rounds: int) -> list[dict]:
-    """Every method ``rounds`` times, interleaved, so a busy machine slows all methods alike."""
-    methods = (("pillow_plain", lambda: _loop(pairs, size, _plain_pillow)),
-               ("pillow_semcolor", lambda: _loop(pairs, size, _semcolor_pillow)),
-               ("ray_data", lambda: _ray(pairs, size)))
-    rows = []
-    for round_ in range(rounds):
-        for method, run in methods:
-            load = os.getloadavg()[0]
-            result = {"source": source, "method": method, "round": round_, "load_average_before": load, **run()}
-            print(f"  {source:6s} {method:16s} round {round_}: {result['pairs_per_s']:8.1f} pairs/s "
-                  f"(load average {load:.1f})", flush=True)
-            rows.append(result)
+    """Every method ``rounds`` times, interleaved, so a busy machine slows all methods alike.
+
+    The single-process loops run in one child process at the niceness of Ray's workers, so that
+    on a shared machine both sides compete for CPU on equal terms.
+    """
+    nice = _worker_niceness()
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding Ray and server threads
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=os.nice, initargs=(nice,)) as child:
+        methods = (("pillow_plain", lambda: child.submit(_loop, pairs, size, _plain_pillow).result()),
+                   ("pillow_semcolor", lambda: child.submit(_loop, pairs, size, _semcolor_pillow).result()),
+                   ("ray_data", lambda: _ray(pairs, size)))
+        rows = []
+        for round_ in range(rounds):
+            for method, run in methods:
+                load = os.getloadavg()[0]
+                result = {"source": source, "method": method, "round": round_, "niceness": nice,
+                          "load_average_before": load, **run()}
+                print(f"  {source:6s} {method:16s} round {round_}: {result['pairs_per_s']:8.1f} pairs/s "
+                      f"(load average {load:.1f})", flush=True)
+                rows.append(result)
     return rows
 
 
