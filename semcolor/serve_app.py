@@ -46,7 +46,7 @@ class ServiceSettings:
     batch_wait_timeout_s: float = 0.01
     max_body_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
-    torch_threads: int | None = None  # None: leave torch's default (Ray sets OMP_NUM_THREADS = num_cpus)
+    torch_threads: int | None = None  # the forward's intra-op threads; None: torch's default in the replica
     jpeg_quality: int = 90
 
 
@@ -186,23 +186,26 @@ class SemcolorService:
     """One replica: the model, the batcher, the routes."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
         if settings.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device={settings.device!r} but this replica sees no GPU; give it one with "
                                "num_gpus (builder args) or ray_actor_options.num_gpus (config file)")
         self.settings = settings
+        self.model_threads = settings.torch_threads or torch.get_num_threads()
+        # Torch's intra-op thread count is per thread. The forward gets its own thread with all of them; the
+        # per-request work (decode, merge, encode) runs one request per thread, single-threaded, in a pool of
+        # the same size: parallel across requests, and never OpenMP teams oversubscribing the replica's CPUs.
+        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="semcolor-model",
+                                              initializer=torch.set_num_threads, initargs=(self.model_threads,))
+        self._cpu_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="semcolor-cpu",
+                                            initializer=torch.set_num_threads, initargs=(1,))
         self.colorizer = Colorizer.from_checkpoint(settings.checkpoint, device=settings.device, size=settings.size)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
         self.page = (resources.files("semcolor") / "static" / "index.html").read_text(encoding="utf-8")
-        # Per-request CPU work (decode, merge, encode) gets as many threads as the replica has torch threads;
-        # the forward has its own thread, so a running batch never waits behind them (nor they behind it).
-        self._cpu_pool = ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="semcolor-cpu")
-        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="semcolor-model")
         # Warm-up forward: the first call pays one-off allocation costs that would otherwise land on a request.
-        self.colorizer.predict(np.zeros((1, self.colorizer.size, self.colorizer.size), dtype=np.uint8))
+        size = self.colorizer.size
+        self._model_pool.submit(self.colorizer.predict, np.zeros((1, size, size), dtype=np.uint8)).result()
 
     # ---- batched model forward -------------------------------------------------------------------------
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -335,7 +338,7 @@ class SemcolorService:
             "n_classes": cfg.n_classes,
             "size": self.colorizer.size,
             "device": str(self.colorizer.device),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": self.model_threads,
             "max_batch_size": self.settings.max_batch_size,
             "batch_wait_timeout_s": self.settings.batch_wait_timeout_s,
             "max_body_bytes": self.settings.max_body_bytes,

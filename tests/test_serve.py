@@ -113,6 +113,60 @@ def test_choose_format_rejects_unknown():
     assert info.value.status_code == 422 and "png, jpeg" in info.value.detail
 
 
+def _request(body: bytes, headers: dict[str, str], chunk: int = 1 << 16):
+    """A starlette Request whose body arrives in chunks, as from a server."""
+    from starlette.requests import Request
+
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1} for i, p in enumerate(pieces)]
+
+    async def receive():
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/colorize", "query_string": b"",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    return Request(scope, receive)
+
+
+def _read(body: bytes, headers: dict[str, str], max_bytes: int = 1000) -> tuple[bytes, str]:
+    import asyncio
+
+    from semcolor.serve_io import read_image_bytes
+
+    return asyncio.run(read_image_bytes(_request(body, headers, chunk=100), max_bytes))
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> tuple[bytes, dict]:
+    lines = []
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        lines.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(lines) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_read_image_bytes_raw_and_multipart():
+    assert _read(b"abc", {"Content-Type": "image/png"}) == (b"abc", "image")
+    body, headers = _multipart([("note", None, b"hi"), ("upload", "scan.jpg", b"JPEGDATA"), ("b", "x.png", b"2")])
+    assert _read(body, headers) == (b"JPEGDATA", "scan.jpg")  # the first file part, whatever its name
+
+
+@pytest.mark.parametrize("body,headers,status,word", [
+    (b"", {}, 400, "empty"),
+    (b"x" * 1001, {}, 413, "limit"),  # no Content-Length: counted as it arrives
+    (b"x" * 10, {"Content-Length": "5000"}, 413, "5000 bytes"),  # declared size refused before reading
+    (b"x", {"Content-Length": "many"}, 400, "content-length"),
+    (b"--zz\r\ngarbage", {"Content-Type": "multipart/form-data; boundary=zz"}, 400, "multipart"),
+    (b"--zz\r\n", {"Content-Type": "multipart/form-data"}, 400, "multipart"),  # no boundary
+    (_multipart([("note", None, b"hi")])[0], _multipart([])[1], 400, "no file part"),
+    (_multipart([("file", "x.png", b"")])[0], _multipart([])[1], 400, "empty"),
+])
+def test_read_image_bytes_errors(body, headers, status, word):
+    with pytest.raises(RequestError) as info:
+        _read(body, headers)
+    assert info.value.status_code == status and word in info.value.detail.lower()
+
+
 def test_no_blocking_without_a_cluster_is_refused(monkeypatch, capsys):
     from semcolor.cli import build_parser
 

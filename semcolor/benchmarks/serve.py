@@ -11,7 +11,8 @@ The bound: ``Colorizer.predict`` images/s in this process at the same size and t
 unbatched server's bound) and at ``--batch-size`` (the batched one's), measured right before that mode's cells
 while the deployed app idles. Efficiency = served images/s / bound. ``busy`` is the fraction of each cell's
 wall time the replica's forward was running (from /stats): near 1, the server is model-bound.
-Also reported: per-image decode / preprocess / merge / encode ms in this process, which the bound leaves out.
+Also reported: per-image decode / preprocess / merge / encode ms in this process (one torch thread, as in the
+replica's request threads), which the bound leaves out.
 The load generator shares the machine's cores with the server; the 1-minute load average is recorded.
 
 Prints a table and writes ``OUT/serve.json``.
@@ -217,9 +218,10 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="semcolor-bench-serve-") as tmp:
         config = ModelConfig(input_size=size)
         ckpt = checkpoint.save(build_model(config), config, str(Path(tmp) / "ckpt"))
-        torch.set_num_threads(threads)
         colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=size)
+        torch.set_num_threads(1)  # as the replica's per-request threads
         stages = {name: stage_costs(colorizer, body) for name, body in sources.items()}
+        torch.set_num_threads(threads)  # as the replica's forward thread
         for name, cost in stages.items():
             print(f"per-image stages at {name} (this process): {cost} ms")
 
