@@ -3,7 +3,9 @@
 Measured with one random-init model (weights=None; speed does not depend on the weights) at ``--size``:
 
 - ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
-  ``--batch-size`` with ``--threads`` torch threads: what the pipeline cannot beat on this machine.
+  ``--batch-size`` with ``--threads`` torch threads: what the pipeline cannot beat on this machine. Measured
+  before and after every other measure; each ratio divides by the mean of the two around it (on a shared
+  machine the load moves between measures).
 - ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
   (read+decode+full-res L+resize; AB upsample + LAB->RGB at full resolution; PNG encode).
 - ``pipeline local`` and ``pipeline s3``: :func:`semcolor.infer.colorize` on every photo, local -> local and
@@ -55,6 +57,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets
 BUCKET = "semcolor-bench"
 RESOLUTIONS_MP = (0.25, 1.0, 4.0, 12.0)
 NAIVE_IMAGES = 60
+BOUND_SECONDS = 8.0
 STAGE_IMAGES = 200
 
 
@@ -226,25 +229,26 @@ def _fmt(v: float) -> str:
 
 
 def print_table(result: dict) -> None:
-    b = result["bound"]["images_per_s"]
-    rows = [("model-only bound (batch %d, %d threads)" % (result["batch_size"], result["threads"]), b, "", "")]
+    rows = [(f"model-only bound (batch {result['batch_size']}, {result['threads']} threads): {b['when']}",
+             b["images_per_s"], "", "") for b in result["bounds"]]
     s = result["stages"]
     rows += [("decode only (1 thread)", s["decode_per_s"], "", ""), ("merge only (1 thread)", s["merge_per_s"], "", ""),
              ("encode only, png (1 thread)", s["encode_per_s"], "", "")]
     naive = result["naive"]["images_per_s"]
-    rows.append(("naive sequential loop (batch 1)", naive, naive / b, 1.0))
+    rows.append(("naive sequential loop (batch 1)", naive, result["naive"]["per_bound"], 1.0))
     for name in ("pipeline_local", "pipeline_s3"):
         if name in result:
             p = result[name]
-            rows.append((f"{name.replace('_', ' ')} end-to-end", p["images_per_s"], p["images_per_s"] / b,
+            rows.append((f"{name.replace('_', ' ')} end-to-end", p["images_per_s"], p["per_bound"],
                          p["images_per_s"] / naive))
-            rows.append((f"{name.replace('_', ' ')} steady", p["steady_images_per_s"], p["steady_images_per_s"] / b,
+            rows.append((f"{name.replace('_', ' ')} steady", p["steady_images_per_s"], p["steady_per_bound"],
                          p["steady_images_per_s"] / naive))
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
           f"at {result['size']} px, {result['cpus']} CPUs")
-    print(f"{'measure':<44} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
+    print("ratios use the mean of the bounds measured just before and after each measure")
+    print(f"{'measure':<62} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
     for name, rate, rb, rn in rows:
-        print(f"{name:<44} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
+        print(f"{name:<62} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
     for name in ("pipeline_local", "pipeline_s3"):
         if name in result:
             q = ", ".join(f"{v:.2f}" for v in result[name]["quarter_images_per_s"])
@@ -281,16 +285,25 @@ def run(args: argparse.Namespace) -> int:
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
                         "batch_size": args.batch_size, "threads": args.threads, "cpus": os.cpu_count(),
                         "machine": platform.platform(), "torch": torch.__version__}
-        print("measuring the model-only bound ...", flush=True)
-        result["bound"] = model_bound(colorizer, args.batch_size)
+        bounds: list[dict] = []
+
+        def bound(label: str) -> float:
+            """The bound now (the machine may be shared: each ratio uses the bounds measured around it)."""
+            print(f"measuring the model-only bound ({label}) ...", flush=True)
+            torch.set_num_threads(args.threads)
+            bounds.append({"when": label, **model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)})
+            return bounds[-1]["images_per_s"]
+
+        around: dict[str, float] = {}
+        b0 = bound("start")
         print("measuring stages ...", flush=True)
         result["stages"] = stage_rates(sources[:STAGE_IMAGES], args.size)
-        per_image_model = 1.0 / result["bound"]["images_per_s"]
-        result["resolution"] = resolution_costs(colorizer, per_image_model)
+        result["resolution"] = resolution_costs(colorizer, 1.0 / b0)
         print("measuring the naive loop ...", flush=True)
         torch.set_num_threads(args.threads)
         result["naive"] = naive_loop(colorizer, sources[:NAIVE_IMAGES], str(work / "naive"))
-        del colorizer
+        b1 = bound("after naive")
+        around["naive"] = (b0 + b1) / 2
 
         init_ray(args.address, args.num_cpus)
         if args.limit:  # colorize takes a prefix; give it exactly the chosen files
@@ -301,20 +314,29 @@ def run(args: argparse.Namespace) -> int:
         print("measuring the pipeline local -> local ...", flush=True)
         result["pipeline_local"] = _pipeline(src, str(work / "out_local"), ckpt, args.size, args.batch_size,
                                              args.threads)
+        b2 = bound("after pipeline local")
+        around["pipeline_local"] = (b1 + b2) / 2
         if args.s3:
             with moto_s3():
                 prefix = f"s3://{BUCKET}/ecssd/images"
                 print("uploading to moto S3 ...", flush=True)
                 _upload(sources, str(images), prefix)
+                b3 = bound("before pipeline s3")
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
                                                   args.threads)
-        b, naive = result["bound"]["images_per_s"], result["naive"]["images_per_s"]
+                around["pipeline_s3"] = (b3 + bound("after pipeline s3")) / 2
+        del colorizer
+        result["bounds"] = bounds
+        result["bound"] = {"images_per_s": float(np.median([b["images_per_s"] for b in bounds]))}
+        result["bound_around"] = around
+        naive = result["naive"]["images_per_s"]
+        result["naive"]["per_bound"] = naive / around["naive"]
         for name in ("pipeline_local", "pipeline_s3"):
             if name in result:
                 p = result[name]
-                p.update(per_bound=p["images_per_s"] / b, per_naive=p["images_per_s"] / naive,
-                         steady_per_bound=p["steady_images_per_s"] / b)
+                p.update(per_bound=p["images_per_s"] / around[name], per_naive=p["images_per_s"] / naive,
+                         steady_per_bound=p["steady_images_per_s"] / around[name])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(result)
