@@ -25,7 +25,7 @@ import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from ray import serve
 
 from semcolor import __version__
@@ -108,18 +108,21 @@ class Timings(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """Both outputs of one image at its full resolution (as displayed, EXIF orientation applied)."""
+
     width: int
     height: int
-    colorized_format: str
-    colorized: str  # base64
-    mask: str  # base64 PNG
-    foreground_fraction: float
-    batch_size: int
+    colorized_format: str = Field(description="png or jpeg")
+    colorized: str = Field(description="the colorized image, base64")
+    mask: str = Field(description="single-channel PNG, base64: 0/255 (binary models) or class ids")
+    foreground_fraction: float = Field(description="share of pixels that are foreground (non-zero class)")
+    batch_size: int = Field(description="images in the model forward this request rode in")
     timings_ms: Timings
 
 
 class ErrorResponse(BaseModel):
-    detail: str
+    detail: str = Field(description="what went wrong and what to do")
+    kind: str | None = Field(None, description="for decoding errors: empty, not_image, corrupt, too_large, unsupported")
 
 
 IMAGE_BODY: dict[str, Any] = {
