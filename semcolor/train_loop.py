@@ -185,6 +185,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_data = ray.train.get_dataset_shard("val")
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
 
+    if state["epoch"] + 1 >= config.epochs and rank == 0:
+        log.warning("the run already has %d epoch(s), epochs=%d: nothing to train (raise --epochs to continue)",
+                    state["epoch"] + 1, config.epochs)
     for epoch in range(state["epoch"] + 1, config.epochs):
         generator.manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
         model.train()

@@ -114,9 +114,15 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.data) if args.data else DEFAULT_DATA
     limit = args.limit or 256
     train_pairs = _pairs(root, limit)
+    print(f"plain_torch: {train_pairs.num_rows} pairs, {EPOCHS} epochs ...", flush=True)
+    load_before = os.getloadavg()[0]
     plain = plain_torch(train_pairs, args.size, WORKERS * args.batch_size, args.threads)
+    plain["load_avg_1min_before_after"] = [load_before, os.getloadavg()[0]]
     init_ray(args.address, args.num_cpus or args.threads)
+    print(f"ray_train: {WORKERS} workers, {EPOCHS} epochs ...", flush=True)
+    load_before = os.getloadavg()[0]
     ray_row = ray_train(root, limit, args.size, args.batch_size, args.threads)
+    ray_row["load_avg_1min_before_after"] = [load_before, os.getloadavg()[0]]
     rows = [plain, ray_row]
     ratio = ray_row["images_per_s"] / plain["images_per_s"]
     print(f"training throughput: {ARCH} at {args.size} px, {train_pairs.num_rows} training pairs of {root}, "
@@ -134,5 +140,8 @@ def run(args: argparse.Namespace) -> int:
            "ratio_ray_over_plain": ratio, "cpu_count": os.cpu_count(), "platform": platform.platform(),
            "torch": torch.__version__}
     (out / "train.json").write_text(json.dumps(doc, indent=2))
+    print("1-min load average before/after each method (other processes share these cores): "
+          + ", ".join(f"{r['method']} {r['load_avg_1min_before_after'][0]:.1f}/{r['load_avg_1min_before_after'][1]:.1f}"
+                      for r in rows))
     print(f"wrote {out / 'train.json'}")
     return 0
