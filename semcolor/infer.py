@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from semcolor import storage
-from semcolor.bulk_records import OK, done_outputs, manifest_url, read_records
+from semcolor.bulk_records import OK, done_outputs, latest_by_key, manifest_url, read_records
 from semcolor.decode import DEFAULT_MAX_PIXELS
 from semcolor.encode import check_quality, extension_of
 from semcolor.ray_env import init_ray, storage_env
@@ -313,7 +313,8 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
     s3 = storage.S3Options.from_env() if any(storage.scheme_of(u) in ("s3", "s3a") for u in (src, dst)) else None
     actor_env = storage_env([checkpoint])
     if threads_per_actor is None and gpus_per_actor == 0:
-        threads_per_actor = max(1, len(os.sched_getaffinity(0)) // max_actors)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads_per_actor = max(1, cores // max_actors)
     started = time.perf_counter()
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     ds = ray.data.from_arrow(blocks)
@@ -335,7 +336,7 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
     summary.seconds = time.perf_counter() - started
 
     records = read_records(dst)
-    mine = records.filter(pc.equal(records["run_id"], run_id))
+    mine = latest_by_key(records.filter(pc.equal(records["run_id"], run_id)))
     if mine.num_rows != todo.num_rows:
         raise RuntimeError(f"run {run_id} wrote {mine.num_rows} records for {todo.num_rows} keys under "
                            f"{manifest_url(dst)}; rerun to finish the missing keys")
