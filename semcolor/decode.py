@@ -111,7 +111,8 @@ def _load_oriented(im: Image.Image, key: str, draft_size: int | None) -> tuple[I
         im.load()
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that transpose swap the sides
             width, height = height, width
-        return ImageOps.exif_transpose(im), (width, height)
+        ImageOps.exif_transpose(im, in_place=True)
+        return im, (width, height)
     except Exception as exc:  # truncated data raises OSError, other damage SyntaxError/ValueError/...
         raise CorruptImageError(key, f"cannot decode pixels: {type(exc).__name__}: {exc}") from exc
 
@@ -132,49 +133,52 @@ def _scale_to_uint8(arr: np.ndarray, mode: str, key: str) -> np.ndarray:
     return np.round((values - lo) * (255.0 / span)).astype(np.uint8)
 
 
-def image_to_rgb(im: Image.Image, key: str = "") -> np.ndarray:
-    """A decoded Pillow image of any supported mode -> RGB uint8 (H, W, 3)."""
+def rgb_image(im: Image.Image, key: str = "") -> Image.Image:
+    """A decoded Pillow image of any supported mode -> a Pillow RGB image (rules in the module docstring)."""
     mode = im.mode
     if mode.startswith("I") or mode == "F":
-        gray = _scale_to_uint8(np.asarray(im), mode, key)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+        return Image.fromarray(_scale_to_uint8(np.asarray(im), mode, key), "L").convert("RGB")
     if mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
         mode = im.mode
     if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if mode in ("1", "L", "RGB", "CMYK", "YCbCr", "RGBX"):
-        return np.asarray(im.convert("RGB"))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return im
+    if mode in ("1", "L", "CMYK", "YCbCr", "RGBX"):
+        return im.convert("RGB")
     raise UnsupportedModeError(
         key, f"image mode {mode!r} is not supported; supported: 1, L, LA, P, RGB, RGBA, CMYK, YCbCr, I;16, I, F"
     )
 
 
-def image_to_mask(im: Image.Image, key: str = "") -> np.ndarray:
-    """A decoded Pillow mask -> uint8 (H, W) with values unchanged (binary 0/255 or class ids)."""
+def mask_image(im: Image.Image, key: str = "") -> Image.Image:
+    """A decoded Pillow mask -> a Pillow L image holding the same values (binary 0/255 or class ids)."""
     mode = im.mode
-    if mode in ("L", "P"):
-        return np.asarray(im)
+    if mode == "L":
+        return im
+    if mode == "P":
+        return im.getchannel(0)  # the palette indices themselves, not their colors
     if mode == "1":
-        return np.asarray(im.convert("L"))
+        return im.convert("L")
     if mode == "LA":
-        return np.asarray(im.getchannel("L"))
+        return im.getchannel("L")
     if mode in ("RGB", "RGBA"):
-        rgb = np.asarray(im.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        r, g, b = (np.asarray(im.getchannel(c)) for c in "RGB")
+        if not (np.array_equal(r, g) and np.array_equal(r, b)):
             raise UnsupportedModeError(
                 key, "mask has color (R, G, B differ); save masks as single-channel L or P images of class ids"
             )
-        return np.ascontiguousarray(rgb[..., 0])
+        return im.getchannel("R")
     if mode.startswith("I"):
         arr = np.asarray(im)
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
             raise UnsupportedModeError(
                 key, f"mask values span {int(arr.min())}..{int(arr.max())}; masks hold 0..255 (class ids, 255 = ignore)"
             )
-        return arr.astype(np.uint8)
+        return Image.fromarray(arr.astype(np.uint8), "L")
     raise UnsupportedModeError(key, f"mask mode {mode!r} is not supported; use L (0/255 or class ids) or P")
 
 
@@ -187,27 +191,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "
     Raises a :class:`DataError` subclass naming ``key`` and the reason.
     """
     im, _ = _load_oriented(open_image(data, max_pixels, key), key, draft_size)
-    return image_to_rgb(im, key)
+    return np.asarray(rgb_image(im, key))
 
 
 def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> np.ndarray:
     """Mask bytes -> uint8 (H, W), EXIF orientation applied, values unchanged. Raises :class:`DataError`."""
     im, _ = _load_oriented(open_image(data, max_pixels, key), key, None)
-    return image_to_mask(im, key)
-
-
-def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> (size, size, 3) with Pillow's antialiased bilinear filter (area-like when shrinking)."""
-    if rgb.shape[:2] == (size, size):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Mask uint8 (H, W) -> (size, size) with nearest neighbour, so class ids are never blended."""
-    if mask.shape == (size, size):
-        return mask
-    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+    return np.asarray(mask_image(im, key))
 
 
 @dataclass(frozen=True)
@@ -231,15 +221,17 @@ def decode_pair(image: bytes, mask: bytes, size: int, max_pixels: int = DEFAULT_
         raise ValueError(f"size must be positive, got {size}")
     try:
         im, image_size = _load_oriented(open_image(image, max_pixels, key), key, size)
-        rgb = resize_rgb(image_to_rgb(im, key), size)
+        rgb = rgb_image(im, key).resize((size, size), Image.Resampling.BILINEAR)  # antialiased: area-like
     except DataError as exc:
         raise type(exc)(key, f"image: {exc.reason}") from exc
     try:
-        raw_mask = decode_mask(mask, max_pixels, key)
+        raw_mask, _ = _load_oriented(open_image(mask, max_pixels, key), key, None)
+        mask_l = mask_image(raw_mask, key)
     except DataError as exc:
         raise type(exc)(key, f"mask: {exc.reason}") from exc
-    mask_resized = (raw_mask.shape[1], raw_mask.shape[0]) != image_size
-    return Sample(rgb=rgb, mask=resize_mask(raw_mask, size), mask_resized=mask_resized)
+    mask_resized = mask_l.size != image_size
+    mask_l = mask_l.resize((size, size), Image.Resampling.NEAREST)  # class ids are never blended
+    return Sample(rgb=np.asarray(rgb), mask=np.asarray(mask_l), mask_resized=mask_resized)
 
 
 READ_ERROR = "read_error"
