@@ -209,7 +209,7 @@ def read_bytes(url: str, retries: int = 3, backoff_s: float = 0.2, *, s3: S3Opti
     for attempt in range(retries + 1):
         try:
             fs, path = resolve(url, s3=s3)
-            with fs.open_input_stream(path) as f:
+            with fs.open_input_stream(path, compression=None) as f:  # raw bytes, even for .gz
                 return f.read()
         except PERMANENT_ERRORS:
             raise

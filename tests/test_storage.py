@@ -169,3 +169,11 @@ def test_explicit_s3_options_without_environment(s3_server: dict, monkeypatch) -
     url = f"s3://{s3_server['bucket']}/opts/x.bin"
     storage.write_bytes(url, b"explicit", s3=opts)
     assert storage.read_bytes(url, s3=opts) == b"explicit"
+
+
+def test_read_bytes_returns_raw_bytes_of_compressed_names(tmp_path) -> None:
+    import gzip
+
+    blob = gzip.compress(b"payload")
+    storage.write_bytes(str(tmp_path / "x.csv.gz"), blob)
+    assert storage.read_bytes(str(tmp_path / "x.csv.gz")) == blob  # no transparent decompression
