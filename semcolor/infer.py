@@ -99,6 +99,8 @@ class ColorizeSummary:
     images_per_s: float
     object_store_bytes_per_row: float
     """Mean bytes one row carried through the object store between stages (compact uint8 columns)."""
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per Ray Data operator (its tasks' / actor calls' process time, from Ray Data's stats)."""
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     failure_examples: list[tuple[str, str, str]] = field(default_factory=list)
     """Up to 10 (key, kind, reason)."""
@@ -252,6 +254,22 @@ def _actor_pool(actors: int | tuple[int, int]):
     return ray.data.ActorPoolStrategy(size=actors), actors
 
 
+ACTOR_BASE_MEMORY = 1 << 30
+"""Bytes a model actor holds before its first batch (torch, the model, buffers): ~1.0 GB measured for the unet."""
+ACTIVATION_BYTES_PER_PIXEL = 320
+"""Peak inference activations per input pixel (measured: ~20 MB per 256 x 256 image, unet, CPU)."""
+
+
+def actor_memory(batch_size: int, size: int) -> int:
+    """Memory (bytes) to reserve per model actor: base + batch x size^2 x activations per pixel.
+
+    A real reservation (Ray then never packs more actors on a node than fit), and it keeps the decode tasks
+    a separate operator: Ray Data fuses a task map into the following actor map when their resource
+    requests are equal, which would put decoding on the model actor's critical path.
+    """
+    return ACTOR_BASE_MEMORY + batch_size * size * size * ACTIVATION_BYTES_PER_PIXEL
+
+
 def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch_size: int = 16,
              actors: int | tuple[int, int] = 1, gpus_per_actor: float = 0.0, fmt: str = "png", quality: int = 90,
              masks: bool = False, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -322,7 +340,7 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
                         fn_kwargs={"size": size, "max_pixels": int(max_pixels), "io_threads": io_threads, "s3": s3},
                         udf_modifying_row_count=False)
     ds = ds.map_batches(ColorizeActor, batch_size=batch_size, batch_format="numpy", compute=compute,
-                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
+                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, memory=actor_memory(batch_size, size),
                         fn_constructor_kwargs={"checkpoint": checkpoint, "size": size,
                                                "device": "cuda" if gpus_per_actor > 0 else "cpu",
                                                "threads": threads_per_actor, "fault": _fault_from_env(dst)},
@@ -334,6 +352,7 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
     fs, path = storage.resolve(manifest_url(dst), s3=s3)  # the filesystem object carries the S3 settings
     ds.write_parquet(path, filesystem=fs)
     summary.seconds = time.perf_counter() - started
+    summary.stage_cpu_seconds = stage_cpu_seconds(ds)
 
     records = read_records(dst)
     mine = latest_by_key(records.filter(pc.equal(records["run_id"], run_id)))
@@ -352,6 +371,24 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
 
 
 # ---------------------------------------------------------------- CLI
+
+
+def stage_cpu_seconds(ds) -> dict[str, float]:
+    """Ray Data operator name -> CPU seconds of its tasks (DeveloperAPI stats summary of an executed dataset)."""
+    out: dict[str, float] = {}
+
+    def walk(summary) -> None:
+        for parent in summary.parents:
+            walk(parent)
+        for op in summary.operators_stats:
+            if op.cpu_time is not None:
+                out[op.operator_name] = out.get(op.operator_name, 0.0) + float(op.cpu_time.sum)
+
+    try:
+        walk(ds.get_stats_summary())
+    except (AttributeError, TypeError) as exc:  # a DeveloperAPI: say so when it moves, do not fail the job
+        log.warning("Ray Data stats summary unavailable (%s); no per-stage CPU figures", exc)
+    return out
 
 
 def parse_actors(text: str) -> int | tuple[int, int]:

@@ -199,6 +199,8 @@ def test_local_full_resolution_then_rerun_does_nothing(ray_local, tiny_checkpoin
     summary = colorize(str(src), str(dst), tiny_checkpoint, batch_size=4, masks=True)
     assert (summary.done, summary.failed, summary.skipped) == (len(expected), 0, 0)
     assert 0 < summary.object_store_bytes_per_row < 1e6
+    # decode runs in its own CPU tasks, not fused into the model actor (different resource requests)
+    assert {"MapBatches(decode_rows)", "MapBatches(ColorizeActor)"} <= set(summary.stage_cpu_seconds)
     for key, size in expected.items():
         assert _size(str(dst / f"{key}.png")) == size, key
         mask = Image.open(dst / "masks" / f"{key}.png")

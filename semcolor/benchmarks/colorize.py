@@ -17,6 +17,10 @@ Measured with one random-init model (weights=None; speed does not depend on the 
 - ratios pipeline/bound and pipeline/naive;
 - time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage: only decode, merge and encode
   should grow with pixels; the model runs at model size.
+- CPU seconds per image (robust on a shared machine, where wall-clock rates move with other load): the
+  model-only bound's process time per image vs the whole local Ray (GCS, raylet, workers, actor) plus the
+  driver per image during the pipeline; their ratio is the pipeline's CPU efficiency. Per-stage CPU comes
+  from Ray Data's stats. (Needs the local Ray started by this benchmark, i.e. no ``--address``.)
 
 Thread budget on a small machine: the model actor reserves 1 CPU from Ray but runs ``--threads`` torch
 threads; decode / merge / encode tasks (1 CPU each, 1 thread) interleave with it. Prints a table, writes
@@ -65,16 +69,36 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def tree_cpu_seconds(exclude: frozenset[int] = frozenset()) -> float:
+    """User + system CPU seconds of this process and all its descendants (a local Ray started by this
+    driver: GCS, raylet, workers, actors), except the pids in ``exclude`` (e.g. the S3 server)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        if child.pid in exclude:
+            continue
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict:
-    """Model-only images/s on random uint8 L at the colorizer's size (threads set by the caller)."""
+    """Model-only images/s, and CPU seconds per image, on random uint8 L at the colorizer's size
+    (threads set by the caller)."""
     x = np.random.default_rng(0).integers(0, 256, (batch, colorizer.size, colorizer.size), dtype=np.uint8)
     colorizer.predict(x)  # warm-up
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds or n < 3 * batch:
         colorizer.predict(x)
         n += batch
     elapsed = time.perf_counter() - start
-    return {"images": n, "seconds": elapsed, "images_per_s": n / elapsed, "load": _load()}
+    return {"images": n, "seconds": elapsed, "images_per_s": n / elapsed,
+            "cpu_s_per_image": (time.process_time() - cpu) / n, "load": _load()}
 
 
 def stage_rates(sources: list[str], size: int) -> dict:
@@ -154,12 +178,16 @@ def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int =
     return rows
 
 
-def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int) -> dict:
-    """One colorize run; end-to-end and steady-state images/s, per-quarter rates, object-store bytes/row."""
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int,
+              exclude: frozenset[int] = frozenset()) -> dict:
+    """One colorize run; end-to-end and steady-state images/s, per-quarter rates, object-store bytes/row,
+    CPU seconds per image of the whole local Ray + driver (robust to a busy machine) and per stage."""
     from semcolor.infer import colorize
 
     load = _load()
+    cpu = tree_cpu_seconds(exclude)
     summary = colorize(src, dst, ckpt, size=size, batch_size=batch, threads_per_actor=threads)
+    cpu = tree_cpu_seconds(exclude) - cpu
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
     n = len(finished)
@@ -171,7 +199,10 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
         quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
     return {"images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
             "images_per_s": summary.images_per_s, "steady_images_per_s": steady, "quarter_images_per_s": quarters,
-            "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load}
+            "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load,
+            "cpu_s_per_image": cpu / max(1, summary.done + summary.failed),
+            "stage_cpu_s_per_image": {k: v / max(1, summary.done + summary.failed)
+                                      for k, v in summary.stage_cpu_seconds.items()}}
 
 
 def _free_port() -> int:
@@ -181,9 +212,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_s3() -> Iterator[str]:
+def moto_s3() -> Iterator[tuple[str, int]]:
     """A moto S3 server in its own process on 127.0.0.1 (so it does not share the driver's GIL), with bucket
-    BUCKET; AWS_* point at it while the block runs. Stopped by its own pid."""
+    BUCKET; AWS_* point at it while the block runs. Yields (endpoint, pid); stopped by its own pid."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -205,7 +236,7 @@ def moto_s3() -> Iterator[str]:
                 if time.time() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"moto server on {endpoint} did not start (exit code {proc.poll()})")
                 time.sleep(0.5)
-        yield endpoint
+        yield endpoint, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -249,11 +280,19 @@ def print_table(result: dict) -> None:
     print(f"{'measure':<62} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
     for name, rate, rb, rn in rows:
         print(f"{name:<62} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
+    bound_cpu = float(np.median([b["cpu_s_per_image"] for b in result["bounds"]]))
+    print(f"\nCPU seconds per image (robust to other load): model-only bound {bound_cpu:.3f}")
     for name in ("pipeline_local", "pipeline_s3"):
         if name in result:
-            q = ", ".join(f"{v:.2f}" for v in result[name]["quarter_images_per_s"])
+            p = result[name]
+            q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
+            stages = ", ".join(f"{k} {v:.3f}" for k, v in p["stage_cpu_s_per_image"].items())
+            extra = (f"; S3 server (moto, not counted) {p['s3_server_cpu_s_per_image']:.3f}"
+                     if "s3_server_cpu_s_per_image" in p else "")
+            print(f"{name}: whole Ray + driver {p['cpu_s_per_image']:.3f} -> CPU efficiency "
+                  f"{p['cpu_efficiency']:.2f}; by stage: {stages}{extra}")
             print(f"{name}: images/s by quarter of the run: {q}; object store "
-                  f"{result[name]['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+                  f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
     print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} {'total s':>8}")
     for r in result["resolution"]:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
@@ -317,14 +356,20 @@ def run(args: argparse.Namespace) -> int:
         b2 = bound("after pipeline local")
         around["pipeline_local"] = (b1 + b2) / 2
         if args.s3:
-            with moto_s3():
+            with moto_s3() as (_, moto_pid):
                 prefix = f"s3://{BUCKET}/ecssd/images"
                 print("uploading to moto S3 ...", flush=True)
                 _upload(sources, str(images), prefix)
                 b3 = bound("before pipeline s3")
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
+                import psutil
+
+                moto = psutil.Process(moto_pid)
+                moto_cpu = sum(moto.cpu_times()[:2])
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads)
+                                                  args.threads, exclude=frozenset({moto_pid}))
+                result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
+                    (sum(moto.cpu_times()[:2]) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 around["pipeline_s3"] = (b3 + bound("after pipeline s3")) / 2
         del colorizer
         result["bounds"] = bounds
@@ -336,7 +381,9 @@ def run(args: argparse.Namespace) -> int:
             if name in result:
                 p = result[name]
                 p.update(per_bound=p["images_per_s"] / around[name], per_naive=p["images_per_s"] / naive,
-                         steady_per_bound=p["steady_images_per_s"] / around[name])
+                         steady_per_bound=p["steady_images_per_s"] / around[name],
+                         cpu_efficiency=float(np.median([b["cpu_s_per_image"] for b in bounds]))
+                         / p["cpu_s_per_image"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(result)
