@@ -1,11 +1,12 @@
 """`semcolor bench serve`: latency and throughput of the Serve endpoint, batched vs unbatched, vs the model bound.
 
-On a local Ray (``--num-cpus``, default ``--threads``) the app is deployed on 127.0.0.1 and a free port with a
-random-weight model (architecture: ModelConfig's default; model resolution ``--size``), one replica with
-``--threads`` CPUs and torch threads. For each source size (256x256 and 1024x1024 = 1 MP grayscale JPEGs of
-a real photo), each mode (batched: ``max_batch_size=--batch-size``; unbatched: 1) and each concurrency
-(1, 8, 32), a bounded closed loop of POST /colorize requests (PNG back) measures latency p50/p95/p99 and
-images/s. Batch sizes formed come from the replica's /stats.
+On a local Ray the app is deployed twice on 127.0.0.1 and a free port, side by side: ``/batched``
+(``max_batch_size=--batch-size``) and ``/unbatched`` (``max_batch_size=1``), each one replica with ``--threads``
+torch threads, serving a random-weight model (architecture: ModelConfig's default; resolution ``--size``).
+For each source size (256x256 and 1024x1024 = 1 MP grayscale JPEGs of a real photo) and concurrency
+(1, 8, 32), a bounded closed loop of POST /colorize requests (PNG back) runs against each mode in turn
+(interleaved, so load from elsewhere falls on both alike) and measures latency p50/p95/p99 and images/s.
+Batch sizes formed come from the replica's /stats.
 
 The bound: ``Colorizer.predict`` images/s in this process at the same size and threads, at batch 1 (the
 unbatched server's bound) and at ``--batch-size`` (the batched one's), measured while the deployed app idles,
@@ -167,29 +168,22 @@ def _mean_batch(before: dict, after: dict) -> float:
     return (after["images"] - before["images"]) / batches if batches else 0.0
 
 
-def measure(base: str, sources: dict[str, bytes], mode: str, max_batch: int, bound: float,
-            limit: int | None, max_seconds: float) -> list[Cell]:
-    """Every (source, concurrency) cell against the deployed app at ``base``."""
-    cells = []
-    for source, body in sources.items():
-        # warm-up: a few requests at the highest concurrency (allocator, connections, JIT-free but cache-cold paths)
-        asyncio.run(_closed_loop(f"{base}/colorize", body, 8, 8, max_seconds))
-        for conc in CONCURRENCY:
-            requests = max(24, 3 * conc) if limit is None else max(conc, limit)
-            before = _stats(base)
-            lat, wall = asyncio.run(_closed_loop(f"{base}/colorize", body, conc, requests, max_seconds))
-            after = _stats(base)
-            ips = len(lat) / wall
-            busy = (after["model_seconds"] - before["model_seconds"]) / wall
-            p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
-            cell = Cell(source, mode, max_batch, conc, len(lat), round(wall, 2), round(ips, 2), round(p50, 1),
-                        round(p95, 1), round(p99, 1), round(_mean_batch(before, after), 2), round(busy, 3),
-                        round(bound, 2), round(ips / bound, 3))
-            print(f"  {source:>9} {mode:>9} c={conc:<3} n={cell.requests:<4} {cell.images_per_s:7.2f} img/s  "
-                  f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
-                  f"batch {cell.mean_batch:5.2f}  busy {cell.model_busy:.2f}", flush=True)
-            cells.append(cell)
-    return cells
+def measure_cell(base: str, source: str, body: bytes, mode: str, max_batch: int, concurrency: int,
+                 limit: int | None, max_seconds: float) -> Cell:
+    """One bounded closed loop against the app at ``base``; the bound is filled in afterwards."""
+    requests = max(24, 3 * concurrency) if limit is None else max(concurrency, limit)
+    before = _stats(base)
+    lat, wall = asyncio.run(_closed_loop(f"{base}/colorize", body, concurrency, requests, max_seconds))
+    after = _stats(base)
+    busy = (after["model_seconds"] - before["model_seconds"]) / wall
+    p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
+    cell = Cell(source, mode, max_batch, concurrency, len(lat), round(wall, 2), round(len(lat) / wall, 2),
+                round(p50, 1), round(p95, 1), round(p99, 1), round(_mean_batch(before, after), 2), round(busy, 3),
+                0.0, 0.0)
+    print(f"  {source:>9} {mode:>9} c={concurrency:<3} n={cell.requests:<4} {cell.images_per_s:7.2f} img/s  "
+          f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
+          f"batch {cell.mean_batch:5.2f}  busy {cell.model_busy:.2f}  load {os.getloadavg()[0]:.1f}", flush=True)
+    return cell
 
 
 def format_table(cells: list[Cell]) -> str:
@@ -233,35 +227,43 @@ def run(args: argparse.Namespace) -> int:
         if started:
             if args.address:
                 ray.init(address=args.address)
-            else:
-                ray.init(address="local", num_cpus=args.num_cpus or threads, include_dashboard=False,
+            else:  # both apps' replicas reserve `threads` CPUs; only one of them works at a time
+                ray.init(address="local", num_cpus=args.num_cpus or 2 * threads, include_dashboard=False,
                          log_to_driver=False)
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        base = f"http://127.0.0.1:{port}"
+        modes = {"batched": batch, "unbatched": 1}
         cells: list[Cell] = []
-        bounds: dict[str, float] = {}
         try:
-            for mode, max_batch in (("batched", batch), ("unbatched", 1)):
+            # Both apps side by side (route prefixes /batched, /unbatched) and their cells interleaved, so
+            # other load on the machine falls on both alike.
+            for mode, max_batch in modes.items():
                 serve.run(build_app({"checkpoint": ckpt, "size": size, "max_batch_size": max_batch,
                                      "batch_wait_timeout_s": BATCH_WAIT_S, "num_cpus": threads,
                                      "torch_threads": threads, "max_ongoing_requests": 64}),
-                          name=APP_NAME, route_prefix="/")
-                # The bound is measured while the (idle) app is up, right before its cells: same machine state.
-                bound = bounds[mode] = model_bound(colorizer, max_batch)
-                print(f"{mode}: max_batch_size={max_batch}; model-only bound ({config.arch} at {size}x{size}, "
-                      f"batch {max_batch}, {threads} threads) {bound:.2f} img/s", flush=True)
-                cells += measure(base, sources, mode, max_batch, bound, args.limit, max_seconds)
-                after = model_bound(colorizer, max_batch)  # again after the cells; the better one is the bound
-                if after > bound:
-                    print(f"  bound re-measured after the cells: {after:.2f} img/s (was {bound:.2f})")
-                    bounds[mode] = after
-                    for cell in cells:
-                        if cell.mode == mode:
-                            cell.bound_images_per_s = round(after, 2)
-                            cell.efficiency = round(cell.images_per_s / after, 3)
+                          name=f"{APP_NAME}-{mode}", route_prefix=f"/{mode}")
+            # The bound is measured while the apps idle, before and after the cells; the better one counts.
+            bounds = {mode: model_bound(colorizer, max_batch) for mode, max_batch in modes.items()}
+            print(f"model-only bound ({config.arch} at {size}x{size}, {threads} threads): "
+                  + ", ".join(f"batch {modes[m]} {v:.2f} img/s" for m, v in bounds.items()), flush=True)
+            for source, body in sources.items():
+                for mode in modes:  # warm-up: cache-cold paths, connections
+                    asyncio.run(_closed_loop(f"http://127.0.0.1:{port}/{mode}/colorize", body, 8, 8, max_seconds))
+                for conc in CONCURRENCY:
+                    for mode, max_batch in modes.items():
+                        cells.append(measure_cell(f"http://127.0.0.1:{port}/{mode}", source, body, mode, max_batch,
+                                                  conc, args.limit, max_seconds))
+            for mode, max_batch in modes.items():
+                after = model_bound(colorizer, max_batch)
+                print(f"bound at batch {max_batch} re-measured after the cells: {after:.2f} img/s "
+                      f"(before: {bounds[mode]:.2f})")
+                bounds[mode] = max(bounds[mode], after)
+            for cell in cells:
+                cell.bound_images_per_s = round(bounds[cell.mode], 2)
+                cell.efficiency = round(cell.images_per_s / bounds[cell.mode], 3)
         finally:
-            serve.delete(APP_NAME)
+            for mode in modes:
+                serve.delete(f"{APP_NAME}-{mode}")
             if started:
                 serve.shutdown()
                 ray.shutdown()
@@ -276,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                                                      (("size", size), ("batch_size", batch), ("threads", threads))),
         "arch": ModelConfig().arch, "model_size": size, "threads": threads, "max_batch_size": batch,
         "batch_wait_timeout_s": BATCH_WAIT_S, "output": "png", "input": "grayscale JPEG q90",
-        "model_bound_images_per_s": {k: round(v, 2) for k, v in bounds.items()},
+        "model_bound_images_per_s": {f"batch_{modes[k]}": round(v, 2) for k, v in bounds.items()},
         "stage_ms": stages,
         "cells": [asdict(c) for c in cells],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
