@@ -155,11 +155,19 @@ def _score(metrics: dict[str, Any]) -> float:
 
 
 def _copy_model_dir(src: str, dst: str) -> None:
-    """Copy model.safetensors then config.json (a model directory is complete once its config.json exists)."""
+    """Copy model.safetensors then config.json (a model directory is complete once its config.json exists).
+
+    Local: read + atomic write. Object stores: a server-side copy (S3 CopyObject), nothing passes through here.
+    """
     from semcolor.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
     for name in (WEIGHTS_NAME, CONFIG_NAME):
-        storage.write_bytes(storage.join(dst, name), storage.read_bytes(storage.join(src, name)))
+        src_url, dst_url = storage.join(src, name), storage.join(dst, name)
+        if storage.is_local(src_url) or storage.scheme_of(src_url) != storage.scheme_of(dst_url):
+            storage.write_bytes(dst_url, storage.read_bytes(src_url))
+        else:
+            fs, src_path = storage.resolve(src_url)
+            fs.copy_file(src_path, storage.resolve(dst_url)[1])
 
 
 def _finish(result, config: TrainConfig, name: str, run_dir: str, counts: dict[str, int]) -> TrainResult:

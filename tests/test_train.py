@@ -172,13 +172,13 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp
 def test_train_stores_its_run_on_s3(ray_local, s3_prefix) -> None:
     """Ray Train checkpoints, best/, metrics.jsonl and the synthetic data all in s3:// (moto), one epoch."""
     from semcolor import storage
-    from semcolor.checkpoint import load
+    from semcolor.checkpoint import load_config
     from semcolor.train import fit
 
     result = fit(TrainConfig(epochs=1, storage=s3_prefix, name="s3run", **_COMMON))
     assert result.run_dir == f"{s3_prefix}/s3run" and result.best_checkpoint == f"{s3_prefix}/s3run/best"
     assert result.latest_checkpoint.startswith(f"{s3_prefix}/s3run/checkpoint_")
-    load(result.best_checkpoint)
-    load(result.latest_checkpoint)
+    assert load_config(result.best_checkpoint)[0].input_size == 64  # (weights load: the local test above)
+    assert storage.exists(f"{result.best_checkpoint}/model.safetensors")
     assert len(storage.read_text(f"{s3_prefix}/s3run/metrics.jsonl").splitlines()) == 1
     assert storage.exists(f"{s3_prefix}/s3run/synth_data/images/000000.png")
