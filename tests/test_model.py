@@ -1,5 +1,7 @@
 """Both architectures: shapes at even and odd sizes, gradients, bounded color, one-batch overfit, losses."""
 
+import functools
+
 import pytest
 import torch
 
@@ -7,15 +9,22 @@ from semcolor.losses import LossConfig, multitask_loss
 from semcolor.model import ARCHS, ModelConfig, build_model, count_parameters, gflops
 
 
+@functools.lru_cache(maxsize=None)
+def _eval_model(arch: str, n_classes: int):
+    """One model per (arch, n_classes) for the shape tests: building ResNet34 dominates their time."""
+    torch.manual_seed(0)
+    return build_model(ModelConfig(arch=arch, n_classes=n_classes)).eval()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("n_classes", [2, 5])
 @pytest.mark.parametrize("hw", [(256, 256), (250, 333), (97, 64)])
 def test_output_shapes(arch, n_classes, hw):
-    model = build_model(ModelConfig(arch=arch, n_classes=n_classes)).eval()
+    model = _eval_model(arch, n_classes)
     with torch.no_grad():
-        seg, ab = model(torch.rand(2, 1, *hw))
-    assert seg.shape == (2, n_classes, *hw)
-    assert ab.shape == (2, 2, *hw)
+        seg, ab = model(torch.rand(1, 1, *hw))
+    assert seg.shape == (1, n_classes, *hw)
+    assert ab.shape == (1, 2, *hw)
     assert torch.isfinite(seg).all() and torch.isfinite(ab).all()
     assert ab.abs().max() <= 1.0
 
@@ -43,7 +52,7 @@ def test_bad_config_and_input_are_explained():
 def test_heads_at_quarter_resolution_cost_less_than_reference():
     """The reference ran heads at full resolution (~15 GFLOPs at 256); ours stay well under."""
     for arch in ARCHS:
-        model = build_model(ModelConfig(arch=arch))
+        model = _eval_model(arch, 2)
         assert 20e6 < count_parameters(model) < 30e6
         assert gflops(model, 256) < 14.0
 
