@@ -41,7 +41,7 @@ class DemoSettings:
     scan_size: int
 
 
-FULL = DemoSettings(synth_n=160, synth_size=128, epochs=12, batch_size=8, time_budget=1.5,
+FULL = DemoSettings(synth_n=256, synth_size=64, epochs=20, batch_size=8, time_budget=1.5,
                     photos=PHOTOS, scans=4, scan_size=320)
 FAST = DemoSettings(synth_n=24, synth_size=64, epochs=1, batch_size=4, time_budget=None,
                     photos=("astronaut", "coffee"), scans=2, scan_size=96)
