@@ -205,20 +205,41 @@ class SemcolorService:
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
+        self._idle: asyncio.Event | None = None
         self.page = (resources.files("semcolor") / "static" / "index.html").read_text(encoding="utf-8")
         # Warm-up forward: the first call pays one-off allocation costs that would otherwise land on a request.
         size = self.colorizer.size
         self._model_pool.submit(self.colorizer.predict, np.zeros((1, size, size), dtype=np.uint8)).result()
 
     # ---- batched model forward -------------------------------------------------------------------------
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    # Ray 2.60's @serve.batch forms the next batch as soon as requests arrive, even while the previous batch
+    # still runs (formed batches then wait their turn): under load that gives many batches of 1-2 queued
+    # back to back. So requests wait here until the model is idle and are then released together: each
+    # release wave joins one batch, and an idle model takes a lone request at once (no added latency).
+    def _model_idle(self) -> asyncio.Event:
+        if self._idle is None:  # created on the replica's event loop, on first use
+            self._idle = asyncio.Event()
+            self._idle.set()
+        return self._idle
+
+    async def _submit(self, l8_small: np.ndarray) -> Forward:
+        """One request's model-size input -> its slice of a batched forward."""
+        await self._model_idle().wait()
+        return await self._forward(l8_small)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=1)
     async def _forward(self, l8_smalls: list[np.ndarray]) -> list[Forward]:
         """Stack concurrent requests' (S, S) inputs into one ``Colorizer.predict`` call."""
-        batch = np.stack(l8_smalls)
-        start = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        ab8, fg8 = await loop.run_in_executor(self._model_pool, self.colorizer.predict, batch)
-        seconds = time.perf_counter() - start
+        idle = self._model_idle()
+        idle.clear()
+        try:
+            batch = np.stack(l8_smalls)
+            start = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            ab8, fg8 = await loop.run_in_executor(self._model_pool, self.colorizer.predict, batch)
+            seconds = time.perf_counter() - start
+        finally:
+            idle.set()
         self.stats.record(len(l8_smalls), seconds)
         return [Forward(ab8[i], fg8[i], round(seconds * 1000.0, 3), len(l8_smalls)) for i in range(len(l8_smalls))]
 
@@ -249,7 +270,7 @@ class SemcolorService:
         timings = {"read": _ms(start)}
         prep = await self._cpu(self._prepare, data, filename)
         queued = time.perf_counter()
-        fwd = await self._forward(prep.l8_small)
+        fwd = await self._submit(prep.l8_small)
         timings.update(decode=prep.decode_ms, preprocess=prep.preprocess_ms, model=fwd.model_ms,
                        queue=max(0.0, round(_ms(queued) - fwd.model_ms, 3)))
         return prep, fwd, timings
