@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-pixels", type=int, default=100_000_000, help="larger sources are recorded as errors")
     p.add_argument("--threads-per-actor", type=int, default=None,
-                   help="torch threads per CPU model actor (default: this machine's cores / actors)")
+                   help="torch threads per CPU model actor (default: this machine's cores / actors; on CPU, "
+                        "N one-thread actors beat one N-thread actor)")
     _add_ray(p)
 
     p = sub.add_parser("serve", help="serve the model over HTTP with Ray Serve")

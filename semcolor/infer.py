@@ -273,7 +273,7 @@ def actor_memory(batch_size: int, size: int) -> int:
 def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch_size: int = 16,
              actors: int | tuple[int, int] = 1, gpus_per_actor: float = 0.0, fmt: str = "png", quality: int = 90,
              masks: bool = False, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-             threads_per_actor: int | None = None, cpus_per_actor: float = 1.0,
+             threads_per_actor: int | None = None, cpus_per_actor: float | None = None,
              io_threads: int = 8) -> ColorizeSummary:
     """Colorize every image under ``src`` into ``dst`` at full resolution, skipping keys already done.
 
@@ -290,14 +290,21 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
         masks: also write the foreground mask (0/255, or class ids) as ``DST/masks/<key>.png``.
         limit: only the first N inputs (sorted by source URL, before skipping done keys).
         max_pixels: sources with more pixels are recorded as ``too_large`` errors.
-        threads_per_actor: torch threads per CPU actor; default this machine's cores / max actors (the
-            actor reserves ``cpus_per_actor`` CPUs from Ray but may use more threads: decode / encode
-            tasks are short and interleave with inference).
+        threads_per_actor: torch threads per CPU actor; default this machine's cores / max actors.
+        cpus_per_actor: CPUs each model actor reserves from Ray; default 1 with GPUs, else what leaves one
+            CPU of the cluster for the decode / encode tasks: min(1, (CPUs - 1) / max actors), at least 0.25.
+            A reservation only: the actor runs ``threads_per_actor`` threads, and the short decode / encode
+            tasks interleave with inference.
+
+    Thread budget on CPU: several 1-thread actors beat one multi-thread actor on a small machine (an
+    OpenMP team stalls whenever a decode / encode task preempts one of its threads; separate actors just
+    slow down a little). On 2 cores: ``actors=2`` (1 thread each). See ``semcolor bench colorize``.
         io_threads: threads per decode task fetching source bytes (hides object-store latency).
 
     Returns a :class:`ColorizeSummary`. Bad inputs never raise: they become error records. Raises
     ValueError for bad arguments and the checkpoint's errors before any work starts.
     """
+    import ray
     import ray.data
 
     from semcolor.bulk_stages import ColorizeActor, decode_rows, merge_encode_write
@@ -333,6 +340,11 @@ def colorize(src: str, dst: str, checkpoint: str, size: int | None = None, batch
     if threads_per_actor is None and gpus_per_actor == 0:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         threads_per_actor = max(1, cores // max_actors)
+    if cpus_per_actor is None:
+        cpus = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else float(os.cpu_count() or 1)
+        cpus_per_actor = 1.0 if gpus_per_actor > 0 else min(1.0, max(0.25, (cpus - 1.0) / max_actors))
+    if cpus_per_actor <= 0:
+        raise ValueError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
     started = time.perf_counter()
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     ds = ray.data.from_arrow(blocks)

@@ -3,7 +3,8 @@
 Measured with one random-init model (weights=None; speed does not depend on the weights) at ``--size``:
 
 - ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
-  ``--batch-size`` with ``--threads`` torch threads: what the pipeline cannot beat on this machine. Measured
+  ``--batch-size`` with ``--threads`` torch threads in all, the better of one process with T threads and T
+  concurrent 1-thread processes: what the pipeline cannot beat on this machine. Measured
   before and after every other measure; each ratio divides by the mean of the two around it (on a shared
   machine the load moves between measures).
 - ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
@@ -22,8 +23,10 @@ Measured with one random-init model (weights=None; speed does not depend on the 
   driver per image during the pipeline; their ratio is the pipeline's CPU efficiency. Per-stage CPU comes
   from Ray Data's stats. (Needs the local Ray started by this benchmark, i.e. no ``--address``.)
 
-Thread budget on a small machine: the model actor reserves 1 CPU from Ray but runs ``--threads`` torch
-threads; decode / merge / encode tasks (1 CPU each, 1 thread) interleave with it. Prints a table, writes
+Thread budget on a small machine: the pipeline runs ``--threads`` model actors of 1 torch thread each (they
+reserve (CPUs - 1) / T CPUs from Ray, leaving one CPU slot for the decode / merge / encode tasks, 1 thread
+each, which interleave with inference): one T-thread actor loses time whenever a task preempts one of its
+OpenMP threads, separate actors do not. Prints a table, writes
 ``OUT/colorize.json`` (with the load average before each measurement: the machine may be shared).
 """
 
@@ -69,22 +72,52 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def tree_cpu_seconds(exclude: frozenset[int] = frozenset()) -> float:
-    """User + system CPU seconds of this process and all its descendants (a local Ray started by this
-    driver: GCS, raylet, workers, actors), except the pids in ``exclude`` (e.g. the S3 server)."""
-    import psutil
+class TreeCpu:
+    """CPU seconds (user + system) used by this process and all its descendants (a local Ray started by this
+    driver: GCS, raylet, workers, actors) between :meth:`start` and :meth:`stop`, except the pids in
+    ``exclude`` (e.g. the S3 server). Processes come and go (actors exit at the end of a dataset), so a
+    thread samples the tree every ``interval`` seconds and keeps each pid's first and last reading; only a
+    process's last ``interval`` before it exits goes uncounted."""
 
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        if child.pid in exclude:
-            continue
-        try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    def __init__(self, exclude: frozenset[int] = frozenset(), interval: float = 0.25) -> None:
+        import threading
+
+        self.exclude, self.interval = exclude, interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self, initial: bool = False) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            if proc.pid in self.exclude:
+                continue
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            key = (proc.pid, proc.create_time())
+            used = times.user + times.system
+            self.first.setdefault(key, used if initial else 0.0)
+            self.last[key] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> "TreeCpu":
+        self._sample(initial=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return sum(self.last[k] - self.first[k] for k in self.last)
 
 
 def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict:
@@ -99,6 +132,40 @@ def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict
     elapsed = time.perf_counter() - start
     return {"images": n, "seconds": elapsed, "images_per_s": n / elapsed,
             "cpu_s_per_image": (time.process_time() - cpu) / n, "load": _load()}
+
+
+def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: float, barrier, results) -> None:
+    """One process of :func:`model_bound_processes` (module level: spawned processes import it)."""
+    torch.set_num_threads(threads)
+    colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=size)
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
+    colorizer.predict(x)
+    barrier.wait()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds or n < 3 * batch:
+        colorizer.predict(x)
+        n += batch
+    results.put((n, time.perf_counter() - start, time.process_time() - cpu))
+
+
+def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, seconds: float = 10.0) -> dict:
+    """Model-only images/s of ``processes`` concurrent 1-thread processes (the same total threads as one
+    process with ``processes`` threads), and their CPU seconds per image."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, 1, seconds, barrier, results))
+             for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    runs = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    n = sum(r[0] for r in runs)
+    return {"images": n, "seconds": max(r[1] for r in runs),
+            "images_per_s": sum(r[0] / r[1] for r in runs), "cpu_s_per_image": sum(r[2] for r in runs) / n,
+            "load": _load()}
 
 
 def stage_rates(sources: list[str], size: int) -> dict:
@@ -179,16 +246,16 @@ def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int =
     return rows
 
 
-def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int,
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int,
               exclude: frozenset[int] = frozenset()) -> dict:
     """One colorize run; end-to-end and steady-state images/s, per-quarter rates, object-store bytes/row,
     CPU seconds per image of the whole local Ray + driver (robust to a busy machine) and per stage."""
     from semcolor.infer import colorize
 
     load = _load()
-    cpu = tree_cpu_seconds(exclude)
-    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, threads_per_actor=threads)
-    cpu = tree_cpu_seconds(exclude) - cpu
+    sampler = TreeCpu(exclude).start()
+    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=actors, threads_per_actor=threads // actors)
+    cpu = sampler.stop()
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
     n = len(finished)
@@ -198,7 +265,8 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
     for q in range(4):
         part = finished[q * n // 4:(q + 1) * n // 4]
         quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
-    return {"images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
+    return {"actors": actors, "threads_per_actor": threads // actors,
+            "images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
             "images_per_s": summary.images_per_s, "steady_images_per_s": steady, "quarter_images_per_s": quarters,
             "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load,
             "cpu_s_per_image": cpu / max(1, summary.done + summary.failed),
@@ -261,16 +329,21 @@ def _fmt(v: float) -> str:
 
 
 def print_table(result: dict) -> None:
-    rows = [(f"model-only bound (batch {result['batch_size']}, {result['threads']} threads): {b['when']}",
-             b["images_per_s"], "", "") for b in result["bounds"]]
+    rows = []
+    for b in result["bounds"]:
+        rows.append((f"bound {b['when']}: 1 process x {result['threads']} threads", b["one_process"]["images_per_s"],
+                     "", ""))
+        rows.append((f"bound {b['when']}: {result['threads']} processes x 1 thread", b["processes"]["images_per_s"],
+                     "", ""))
     s = result["stages"]
     rows += [("decode only (1 thread)", s["decode_per_s"], "", ""), ("merge only (1 thread)", s["merge_per_s"], "", ""),
              ("encode only, png (1 thread)", s["encode_per_s"], "", "")]
     naive = result["naive"]["images_per_s"]
     rows.append(("naive sequential loop (batch 1)", naive, result["naive"]["per_bound"], 1.0))
-    for name in ("pipeline_local", "pipeline_s3"):
+    for name in [k for k in result if k.startswith("pipeline_")]:
         if name in result:
             p = result[name]
+            name = f"{name} ({p['actors']} actor(s) x {p['threads_per_actor']} thread(s))"
             rows.append((f"{name.replace('_', ' ')} end-to-end", p["images_per_s"], p["per_bound"],
                          p["images_per_s"] / naive))
             rows.append((f"{name.replace('_', ' ')} end-to-end, /naive adjusted for load", p["images_per_s"],
@@ -280,13 +353,13 @@ def print_table(result: dict) -> None:
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
           f"at {result['size']} px, {result['cpus']} CPUs")
     print("ratios use the mean of the bounds measured just before and after each measure")
-    print(f"{'measure':<62} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
+    print(f"{'measure':<76} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
     for name, rate, rb, rn in rows:
-        print(f"{name:<62} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
+        print(f"{name:<76} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
     bound_cpu = float(np.median([b["cpu_s_per_image"] for b in result["bounds"]]))
     print(f"\nCPU seconds per image (robust to other load): model-only bound {bound_cpu:.3f}, "
           f"naive loop {result['naive']['cpu_s_per_image']:.3f}")
-    for name in ("pipeline_local", "pipeline_s3"):
+    for name in [k for k in result if k.startswith("pipeline_")]:
         if name in result:
             p = result[name]
             q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
@@ -332,10 +405,16 @@ def run(args: argparse.Namespace) -> int:
         bounds: list[dict] = []
 
         def bound(label: str) -> float:
-            """The bound now (the machine may be shared: each ratio uses the bounds measured around it)."""
+            """The bound now: the better of one process with T threads and T 1-thread processes (the machine
+            may be shared: each ratio uses the bounds measured around it)."""
             print(f"measuring the model-only bound ({label}) ...", flush=True)
             torch.set_num_threads(args.threads)
-            bounds.append({"when": label, **model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)})
+            threads = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
+            procs = model_bound_processes(ckpt, args.size, args.batch_size, args.threads, seconds=BOUND_SECONDS)
+            best = max((threads, procs), key=lambda r: r["images_per_s"])
+            bounds.append({"when": label, "images_per_s": best["images_per_s"],
+                           "cpu_s_per_image": best["cpu_s_per_image"], "one_process": threads,
+                           "processes": procs})
             return bounds[-1]["images_per_s"]
 
         around: dict[str, float] = {}
@@ -355,11 +434,16 @@ def run(args: argparse.Namespace) -> int:
             os.makedirs(src)
             for url in sources:
                 os.symlink(url, os.path.join(src, os.path.basename(url)))
-        print("measuring the pipeline local -> local ...", flush=True)
-        result["pipeline_local"] = _pipeline(src, str(work / "out_local"), ckpt, args.size, args.batch_size,
-                                             args.threads)
-        b2 = bound("after pipeline local")
-        around["pipeline_local"] = (b1 + b2) / 2
+        layouts = {"pipeline_local_1_actor": 1, "pipeline_local": args.threads}  # actors for T threads in all
+        before = b1
+        for name, actors in layouts.items():
+            print(f"measuring the pipeline local -> local, {actors} actor(s) x {args.threads // actors} "
+                  "thread(s) ...", flush=True)
+            result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors)
+            after = bound(f"after {name}")
+            around[name], before = (before + after) / 2, after
+        best_actors = max(layouts.items(), key=lambda kv: result[kv[0]]["steady_images_per_s"] / around[kv[0]])[1]
+        b2 = before
         if args.s3:
             with moto_s3() as (_, moto_pid):
                 prefix = f"s3://{BUCKET}/ecssd/images"
@@ -372,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
                 moto = psutil.Process(moto_pid)
                 moto_cpu = sum(moto.cpu_times()[:2])
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads, exclude=frozenset({moto_pid}))
+                                                  args.threads, best_actors, exclude=frozenset({moto_pid}))
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
                     (sum(moto.cpu_times()[:2]) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 around["pipeline_s3"] = (b3 + bound("after pipeline s3")) / 2
@@ -382,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
         result["bound_around"] = around
         naive = result["naive"]["images_per_s"]
         result["naive"]["per_bound"] = naive / around["naive"]
-        for name in ("pipeline_local", "pipeline_s3"):
+        for name in [k for k in result if k.startswith("pipeline_")]:
             if name in result:
                 p = result[name]
                 p.update(per_bound=p["images_per_s"] / around[name], per_naive=p["images_per_s"] / naive,
