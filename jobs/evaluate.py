@@ -1,9 +1,7 @@
 r"""`ray job submit` entrypoint: evaluation of a checkpoint (metrics.json + grid.png).
 
 Thin on purpose: the arguments are exactly those of `semcolor evaluate` (parsed by the one
-argparse tree in semcolor.cli), and the work is done by the same handler. Inside a Ray job the
-job supervisor sets RAY_ADDRESS, and the CLI's `--address` default (None) makes `ray.init()`
-join that cluster instead of starting a new local Ray.
+argparse tree in semcolor.cli) and the work is done by the same handler (see jobs/_entry.py).
 
     ray job submit --address http://HEAD:8265 --working-dir . \
         --runtime-env jobs/runtime_env.yaml -- \
@@ -13,19 +11,9 @@ join that cluster instead of starting a new local Ray.
 `python jobs/evaluate.py --help` lists every option.
 """
 
-from __future__ import annotations
-
 import sys
-from pathlib import Path
 
-try:  # installed in the image, or on PYTHONPATH because the job's working_dir holds semcolor/
-    import semcolor  # noqa: F401
-except ModuleNotFoundError as exc:  # run from a checkout: put the repository root on sys.path
-    if exc.name != "semcolor":
-        raise
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from semcolor.cli import main  # noqa: E402
+from _entry import run  # jobs/ is sys.path[0] when run as `python jobs/evaluate.py`
 
 if __name__ == "__main__":
-    sys.exit(main(["evaluate", *sys.argv[1:]]))
+    sys.exit(run("evaluate"))

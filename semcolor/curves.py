@@ -9,6 +9,17 @@ from typing import Any
 import numpy as np
 
 
+def figure_png(fig: Any, dpi: int) -> bytes:
+    """Lay out a matplotlib figure, render it to PNG bytes and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _series(history: Sequence[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=np.float64)
 
@@ -48,8 +59,4 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str = "") -> bytes:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=90)

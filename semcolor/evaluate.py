@@ -17,7 +17,6 @@ checkpoint once per actor and turns each batch into partial accumulators (a conf
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 from collections import Counter
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from semcolor import storage
+from semcolor.curves import figure_png
 from semcolor.decode import DEFAULT_MAX_PIXELS, DataError, decode_image, decode_mask
 from semcolor.metrics import ColorAccumulator, SegmentationAccumulator
 from semcolor.ray_env import storage_env
@@ -197,11 +197,7 @@ def _grid_png(colorizer, pairs, rows: int, max_pixels: int) -> bytes:
                 ax.set_title(titles[c], fontsize=9)
             if c == 0:
                 ax.set_ylabel(key, fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=80)
 
 
 def evaluate(checkpoint: str, images: str | None = None, masks: str | None = None, manifest: str | None = None,

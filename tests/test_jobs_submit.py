@@ -6,8 +6,8 @@ ray._private.services.resolve_ip_for_localhost), token authentication on
 (RAY_AUTH_MODE=token and a RAY_AUTH_TOKEN generated here, given to the head and to every `ray job ...`
 command), and it is stopped by its own pid: SIGTERM to `ray start --block` (which stops gcs_server, raylet,
 dashboard and the workers it started), then, after 20 s, SIGKILL to whatever of its session (the processes it
-started: they share its session id, start_new_session=True) is still alive, and a check that none is. Never
-`ray stop`, which would stop every Ray on the host.
+started: they share its session id, start_new_session=True) is still alive, and a check that none is. Only
+processes this test started are ever signalled; every other Ray on the host is left alone.
 
 Jobs are submitted exactly as docs/cluster.md says: `--working-dir <repo> --runtime-env jobs/runtime_env.yaml
 -- python jobs/<command>.py ...`. `python` is the venv's (its bin/ is first on the head's PATH), and the job

@@ -33,20 +33,14 @@ OpenMP threads, separate actors do not. Prints a table, writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import logging
 import os
 import platform
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +48,7 @@ import torch
 from PIL import Image
 
 from semcolor import checkpoint, storage
+from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.bulk_records import read_records
 from semcolor.colorizer import Colorizer, merge_full_resolution, resize_l8, rgb_to_l8
 from semcolor.decode import decode_image
@@ -274,56 +269,6 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
                                       for k, v in summary.stage_cpu_seconds.items()}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def moto_s3() -> Iterator[tuple[str, int]]:
-    """A moto S3 server in its own process on 127.0.0.1 (so it does not share the driver's GIL), with bucket
-    BUCKET; AWS_* point at it while the block runs. Yields (endpoint, pid); stopped by its own pid."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import pyarrow.fs as pafs
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                                  allow_bucket_creation=True).create_dir(BUCKET)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto server on {endpoint} did not start (exit code {proc.poll()})")
-                time.sleep(0.5)
-        yield endpoint, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _upload(sources: list[str], root: str, prefix: str) -> None:
-    def copy(url: str) -> None:
-        storage.write_bytes(storage.join(prefix, os.path.relpath(url, root)), storage.read_bytes(url))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(copy, sources))
-
-
 def _fmt(v: float) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
@@ -443,12 +388,11 @@ def run(args: argparse.Namespace) -> int:
             after = bound(f"after {name}")
             around[name], before = (before + after) / 2, after
         best_actors = max(layouts.items(), key=lambda kv: result[kv[0]]["steady_images_per_s"] / around[kv[0]])[1]
-        b2 = before
         if args.s3:
-            with moto_s3() as (_, moto_pid):
+            with moto_s3(BUCKET) as (_, moto_pid):
                 prefix = f"s3://{BUCKET}/ecssd/images"
                 print("uploading to moto S3 ...", flush=True)
-                _upload(sources, str(images), prefix)
+                upload(sources, str(images), prefix)
                 b3 = bound("before pipeline s3")
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
                 import psutil

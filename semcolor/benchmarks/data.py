@@ -21,15 +21,13 @@ import argparse
 import contextlib
 import io
 import json
-import logging
 import multiprocessing
 import os
 import platform
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ import pyarrow as pa
 from PIL import Image
 
 from semcolor import data, storage
+from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.decode import decode_pair
 
 if TYPE_CHECKING:
@@ -98,50 +97,10 @@ def _decode_stats(summary: "DatasetStatsSummary") -> "OperatorStatsSummary | Non
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _moto_s3() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 with bucket BUCKET; AWS_* point at it while the block runs."""
-    from moto.server import ThreadedMotoServer
-    import pyarrow.fs as pafs
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                          allow_bucket_creation=True).create_dir(BUCKET)
-        yield endpoint
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _upload(pairs: pa.Table, root: Path, prefix: str) -> pa.Table:
     """Copy every pair under ``prefix`` keeping relative paths; the same pairs with S3 URLs."""
-    def copy(url: str) -> str:
-        target = storage.join(prefix, os.path.relpath(url, root))
-        storage.write_bytes(target, storage.read_bytes(url))
-        return target
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        images = list(pool.map(copy, pairs["image"].to_pylist()))
-        masks = list(pool.map(copy, pairs["mask"].to_pylist()))
+    images = upload(pairs["image"].to_pylist(), str(root), prefix)
+    masks = upload(pairs["mask"].to_pylist(), str(root), prefix)
     return pa.table({"key": pairs["key"], "image": images, "mask": masks}, schema=data.PAIR_SCHEMA)
 
 
@@ -211,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     pairs = data.load_pairs(images=str(root / "images"), masks=str(root / "masks"), limit=args.limit)
     with contextlib.ExitStack() as stack:
-        endpoint = stack.enter_context(_moto_s3()) if args.s3 else None
+        endpoint = stack.enter_context(moto_s3(BUCKET))[0] if args.s3 else None
         if not ray.is_initialized():
             ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semcolor.benchmarks._local import free_port
 from semcolor.colorizer import Colorizer, merge_full_resolution, resize_l8, rgb_to_l8
 from semcolor.decode import decode_image
 from semcolor.encode import encode_rgb
@@ -66,12 +66,6 @@ class Cell:
     model_busy: float  # fraction of the wall time the replica's forward was running
     bound_images_per_s: float
     efficiency: float
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def source_jpegs(data_root: Path | None) -> dict[str, bytes]:
@@ -230,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             else:  # both apps' replicas reserve `threads` CPUs; only one of them works at a time
                 ray.init(address="local", num_cpus=args.num_cpus or 2 * threads, include_dashboard=False,
                          log_to_driver=False)
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         modes = {"batched": batch, "unbatched": 1}
         cells: list[Cell] = []
