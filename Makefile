@@ -21,12 +21,15 @@ test-unit: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# Every benchmark, results into docs/benchmarks/ (what README's figures come from); about 1.5 hours on 2 cores.
+BENCH_OUT ?= docs/benchmarks
 bench: setup
-	$(VENV)/bin/semcolor info --out bench_out/model.json
-	$(VENV)/bin/semcolor bench data --s3
-	$(VENV)/bin/semcolor bench colorize --s3
-	$(VENV)/bin/semcolor bench train
-	$(VENV)/bin/semcolor bench serve
+	$(VENV)/bin/semcolor bench model --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench data --s3 --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench colorize --s3 --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench train --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench serve --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench quality --out $(BENCH_OUT)
 
 clean:
 	rm -rf demo_out bench_out runs .pytest_cache

@@ -1,27 +1,102 @@
-"""Starting or joining Ray for the train/evaluate commands, and the storage settings Ray processes need."""
+"""Starting or joining Ray for every command that uses it, and the storage settings Ray processes need."""
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 
-from semcolor import storage
+from semcolor.core import storage
+from semcolor.options import option
+
+
+@dataclass(kw_only=True)
+class RayOptions:
+    """The options of every command that runs on Ray."""
+
+    address: str | None = option(None, help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray that "
+                                 "stops with the command)")
+    num_cpus: int | None = option(None, help="CPUs of a new local Ray (default: all of this machine's)")
 
 AWS_ENV: tuple[str, ...] = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> None:
+def _package_root() -> str:
+    """The folder that holds this ``semcolor`` package."""
+    import semcolor
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(semcolor.__file__)))
+
+
+def _cwd_shadows_package() -> bool:
+    """True when the working directory holds a ``semcolor`` folder that is not this package (e.g. a checkout
+    named ``semcolor``): Ray puts the driver's working directory first on its workers' import path, where that
+    folder would be imported instead of the installed package."""
+    here = os.path.join(os.getcwd(), "semcolor")
+    return os.path.isdir(here) and os.path.realpath(here) != os.path.realpath(
+        os.path.join(_package_root(), "semcolor"))
+
+
+RAY_DATA_LOGGING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_data_logging.yaml")
+"""Ray Data's logging config for semcolor's commands: warnings on the console, everything in ray-data.log."""
+
+
+class RayNoticeFilter(logging.Filter):
+    """Drops Ray Data's console notices about its own display settings (progress bars on or off, a new UI)."""
+
+    NOTICES = ("Progress bars disabled", "Progress bars for operators disabled", "[dataset]: A new progress UI")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTICES)
+
+
+def quiet_logs() -> dict[str, str]:
+    """Keep what a user acts on: Ray's warnings and errors, progress bars on a terminal, semcolor's own lines.
+
+    Ray Data's per-dataset INFO lines (plans, log locations, progress logged line by line when stdout is not a
+    terminal) go to its log file only; Ray's local token notice and its deprecation notices about its own
+    internals are dropped. Returns the environment variables that do the same in Ray's workers.
+    """
+    import sys
+
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_LOGGING)
+    if "ray.data" in sys.modules:  # configured at import: configure again
+        from ray.data._internal.logging import configure_logging
+
+        configure_logging()
+    for name in ("ray.train", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    return {"RAY_DATA_LOGGING_CONFIG": os.environ["RAY_DATA_LOGGING_CONFIG"],
+            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Join ``address`` (else RAY_ADDRESS), or start a new local Ray with ``num_cpus`` (never silently joins another
-    local cluster); a no-op when this process is already connected."""
+    local cluster); a no-op when this process is already connected. Returns True when it started a local Ray
+    (which stops with this process).
+
+    Ray puts the driver's working directory first on its workers' import path; run from the folder that holds a
+    checkout named ``semcolor``, that folder would shadow the installed package inside every worker. A local Ray
+    started here gives its workers this package's own root first on PYTHONPATH; a joined cluster gets the same
+    only when the working directory would shadow it (its workers' own PYTHONPATH is otherwise left alone).
+    """
     import ray
 
     if ray.is_initialized():
-        return
+        return False
+    worker_env = quiet_logs()
     address = address or os.environ.get("RAY_ADDRESS")
+    path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
     if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": path}} if _cwd_shadows_package() else None)
+        return False
+    # The dashboard serves Ray's State API, which Ray Train's placement-group cleaner polls (it warns every few
+    # seconds without it).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": path, **worker_env}})
+    return True
 
 
 def storage_env(urls: list[str | None]) -> dict[str, str]:

@@ -35,9 +35,10 @@ def ray_local() -> Iterator[None]:
     """One local Ray (2 CPUs, no dashboard) for the whole session; shut down at the end."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    assert not ray.is_initialized(), "a test started Ray itself; Ray tests must use the ray_local fixture"
+    # tests/ on the workers' path: test-only wrappers (tests/faults.py) run inside Ray workers.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT / "tests")}})
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
@@ -47,37 +48,15 @@ def ray_local() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[dict]:
-    """moto's S3 server on 127.0.0.1 and a free port: a real HTTP endpoint.
+    """moto's S3 server in its own process on 127.0.0.1 and a free port: a real HTTP endpoint, stopped by its pid.
 
     Yields ``{"endpoint": "http://127.0.0.1:PORT", "bucket": name}``; sets AWS_* so storage.py finds it.
     """
-    from moto.server import ThreadedMotoServer
-    import boto3
+    from semcolor.benchmarks._local import moto_s3
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     bucket = "semcolor-test"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    try:
+    with moto_s3(bucket) as (endpoint, _pid):
         yield {"endpoint": endpoint, "bucket": bucket}
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from semcolor import checkpoint
-from semcolor.checkpoint import CheckpointError
-from semcolor.model import ModelConfig, build_model
+from semcolor.model import checkpoint
+from semcolor.model.checkpoint import CheckpointError
+from semcolor.model.config import ModelConfig
+from semcolor.model.network import build_model
 
 
 @pytest.mark.parametrize("arch", ["resnet34", "unet"])
@@ -40,7 +41,13 @@ def test_ddp_prefixes_are_stripped(tmp_path):
     wrapper = torch.nn.Module()
     wrapper.module = model  # what DistributedDataParallel looks like
     checkpoint.save(wrapper, config, str(tmp_path / "c"))
-    checkpoint.load(str(tmp_path / "c"))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "c" / "model.safetensors"))
+    assert saved.keys() == model.state_dict().keys()  # no "module." prefix
+    loaded, _ = checkpoint.load(str(tmp_path / "c"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):

@@ -1,11 +1,11 @@
-"""semcolor.color against scikit-image: random colors, cube corners, round trips, gradients."""
+"""semcolor.core.color against scikit-image: random colors, cube corners, round trips, gradients."""
 
 import numpy as np
 import pytest
 import torch
 from skimage.color import lab2rgb, rgb2lab
 
-from semcolor import color
+from semcolor.core import color
 
 CORNERS = np.array(
     [[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [0.5, 0.5, 0.5]],
@@ -67,8 +67,6 @@ def test_gradients_flow_and_are_finite():
 
 
 def test_scaling_helpers_invert():
-    ab = torch.randn(2, 2, 4, 4) * 50
-    torch.testing.assert_close(color.ab_from_model(color.ab_to_model(ab)), ab)
     lightness = torch.rand(2, 1, 4, 4) * 100
     torch.testing.assert_close(color.l_from_model(color.l_to_model(lightness)), lightness)
     lab = color.rgb_to_lab(torch.rand(1, 3, 4, 4))

@@ -3,15 +3,16 @@
 import numpy as np
 import pytest
 
-from semcolor import checkpoint
-from semcolor.colorizer import (
-    Colorizer,
+from semcolor.core.colorizer import (
     mask_full_resolution,
     merge_full_resolution,
     resize_l8,
     rgb_to_l8,
 )
-from semcolor.model import ModelConfig, build_model
+from semcolor.model import checkpoint
+from semcolor.model.config import ModelConfig
+from semcolor.model.inference import load_colorizer
+from semcolor.model.network import build_model
 
 
 def test_gray_source_with_zero_ab_is_reproduced_within_one_level():
@@ -38,7 +39,7 @@ def test_merge_in_bands_equals_merge_at_once(monkeypatch):
     l8 = rng.integers(0, 256, (64, 40), dtype=np.uint8)
     ab = rng.integers(-60, 60, (2, 8, 8)).astype(np.int8)
     whole = merge_full_resolution(l8, ab)
-    monkeypatch.setattr("semcolor.colorizer.MERGE_CHUNK_PIXELS", 40 * 7)  # bands of 7 rows
+    monkeypatch.setattr("semcolor.core.colorizer.MERGE_CHUNK_PIXELS", 40 * 7)  # bands of 7 rows
     np.testing.assert_array_equal(merge_full_resolution(l8, ab), whole)
 
 
@@ -59,7 +60,7 @@ def test_resize_and_masks():
 def test_colorizer_from_checkpoint_keeps_sizes(tmp_path, n_classes):
     config = ModelConfig(arch="resnet34", n_classes=n_classes, input_size=64)
     checkpoint.save(build_model(config), config, str(tmp_path / "c"))
-    colorizer = Colorizer.from_checkpoint(str(tmp_path / "c"), device="cpu")
+    colorizer = load_colorizer(str(tmp_path / "c"), device="cpu")
     assert colorizer.size == 64
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), rng.integers(0, 256, (40, 33), dtype=np.uint8)]

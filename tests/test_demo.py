@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.contact_sheet import contact_sheet
-from semcolor.demo import MARKER, _prepare_out
+from semcolor.demo.contact_sheet import contact_sheet
+from semcolor.demo.demo import MARKER, _prepare_out
 
 
 def test_contact_sheet_layout():
@@ -38,7 +38,7 @@ def test_demo_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_demo_fast_runs_end_to_end(ray_local, tmp_path, capsys):
-    from semcolor.demo import run_demo
+    from semcolor.demo.demo import run_demo
 
     out = tmp_path / "demo"
     assert run_demo(argparse.Namespace(out=str(out), fast=True, address=None, num_cpus=None)) == 0

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.checkpoint import save
-from semcolor.metrics import ColorAccumulator, SegmentationAccumulator
-from semcolor.model import ModelConfig, build_model
+from semcolor.model.checkpoint import save
+from semcolor.model.config import ModelConfig
+from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator
+from semcolor.model.network import build_model
 
 TOP_KEYS = {"pixel_accuracy", "iou", "miou", "mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true",
             "colorfulness_ratio", "gray_baseline", "counts", "bad_files", "checkpoint", "model_size", "n_classes"}
@@ -25,7 +26,7 @@ def eval_data(tmp_path_factory) -> dict[str, str]:
     """7 synthetic pairs at 40 px, plus: a gray source, a mask of twice its image's size, a zero-byte image."""
     import torch
 
-    from semcolor.synth import make_pair, write_synth
+    from semcolor.data.synth import make_pair, write_synth
 
     root = tmp_path_factory.mktemp("eval")
     write_synth(str(root / "data"), n=7, size=40, seed=3)
@@ -46,19 +47,24 @@ def eval_data(tmp_path_factory) -> dict[str, str]:
 
 
 def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, ColorAccumulator, ColorAccumulator]:
-    from semcolor.colorizer import Colorizer
-    from semcolor.data import load_pairs
-    from semcolor.decode import DataError
-    from semcolor.evaluate import predict_full_resolution, read_pair, target_classes
+    from semcolor.core.decode import DataError
+    from semcolor.data.pairs import load_pairs
+    from semcolor.evaluation.job import (
+        predict_full_resolution,
+        read_pair,
+        target_classes,
+    )
+    from semcolor.model.inference import load_colorizer
 
-    colorizer = Colorizer.from_checkpoint(data["checkpoint"], device="cpu")
+    colorizer = load_colorizer(data["checkpoint"], device="cpu")
     seg, col, gray = SegmentationAccumulator(2), ColorAccumulator(), ColorAccumulator()
     pairs = load_pairs(data["images"], data["masks"])
     for key, image, mask_url in zip(*(pairs[c].to_pylist() for c in ("key", "image", "mask"))):
         try:
-            rgb, mask, _ = read_pair(key, image, mask_url)
+            sample = read_pair(key, image, mask_url)
         except DataError:
             continue
+        rgb, mask = sample.rgb, sample.mask
         out = predict_full_resolution(colorizer, [rgb])[0]
         seg.update(out["mask"][None], target_classes(mask, 2)[None])
         col.update(out["pred"], rgb)
@@ -68,7 +74,7 @@ def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, Colo
 
 @pytest.mark.ray
 def test_evaluate_writes_every_metric_and_a_grid(ray_local, eval_data) -> None:
-    from semcolor.evaluate import evaluate
+    from semcolor.evaluation.job import evaluate
 
     out = Path(eval_data["root"]) / "out"
     metrics = evaluate(eval_data["checkpoint"], images=eval_data["images"], masks=eval_data["masks"], out=str(out),
@@ -96,8 +102,8 @@ def test_evaluate_writes_every_metric_and_a_grid(ray_local, eval_data) -> None:
 
 
 def test_select_pairs_keeps_the_training_validation_split(eval_data) -> None:
-    from semcolor.data import is_validation
-    from semcolor.evaluate import _select_pairs
+    from semcolor.data.pairs import is_validation
+    from semcolor.evaluation.job import _select_pairs
 
     pairs = _select_pairs(eval_data["images"], eval_data["masks"], None, None, 0.5)
     assert all(is_validation(k, 0.5) for k in pairs["key"].to_pylist())
@@ -107,8 +113,8 @@ def test_select_pairs_keeps_the_training_validation_split(eval_data) -> None:
 
 
 def test_evaluate_rejects_a_folder_without_checkpoint(tmp_path, eval_data) -> None:
-    from semcolor.checkpoint import CheckpointError
-    from semcolor.evaluate import evaluate
+    from semcolor.evaluation.job import evaluate
+    from semcolor.model.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="config.json"):
         evaluate(str(tmp_path), images=eval_data["images"], masks=eval_data["masks"], out=str(tmp_path / "o"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -19,12 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from semcolor import checkpoint, storage
-from semcolor.bulk_records import RECORD_SCHEMA, latest_by_key, ok_counts, read_records
-from semcolor.colorizer import rgb_to_l8
-from semcolor.encode import encode_mask, encode_rgb
-from semcolor.infer import drop_done, plan_inputs
-from semcolor.model import ModelConfig, build_model
+from semcolor.bulk.job import drop_done, plan_inputs
+from semcolor.bulk.records import RECORD_SCHEMA, latest_by_key, ok_counts, read_records
+from semcolor.core import storage
+from semcolor.core.colorizer import rgb_to_l8
+from semcolor.core.encode import encode_mask, encode_rgb
+from semcolor.model import checkpoint
+from semcolor.model.config import ModelConfig
+from semcolor.model.network import build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +74,7 @@ def _size(url: str) -> tuple[int, int]:
 
 
 def test_fast_rgb_to_l8_matches_the_lab_formula():
-    from semcolor import color
+    from semcolor.core import color
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (64, 97, 3), dtype=np.uint8)
@@ -147,7 +150,7 @@ def test_plan_reads_a_csv_manifest_with_relative_paths(tmp_path):
 
 
 def test_drop_done_skips_same_output_and_redoes_changed_format_or_missing_mask(tmp_path):
-    from semcolor.bulk_records import manifest_url
+    from semcolor.bulk.records import manifest_url
 
     dst = str(tmp_path / "dst")
     storage.makedirs(manifest_url(dst))
@@ -192,7 +195,7 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.ray
 def test_local_full_resolution_then_rerun_does_nothing(ray_local, tiny_checkpoint, tmp_path):
-    from semcolor.infer import colorize
+    from semcolor.bulk.job import colorize
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     expected = _odd_sources(src)
@@ -203,6 +206,7 @@ def test_local_full_resolution_then_rerun_does_nothing(ray_local, tiny_checkpoin
     assert {"MapBatches(decode_rows)", "MapBatches(ColorizeActor)"} <= set(summary.stage_cpu_seconds)
     for key, size in expected.items():
         assert _size(str(dst / f"{key}.png")) == size, key
+        assert stat.S_IMODE(os.stat(dst / f"{key}.png").st_mode) == storage.FILE_MODE  # 0644 under umask 022
         mask = Image.open(dst / "masks" / f"{key}.png")
         assert mask.size == size and mask.mode == "L"
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
@@ -234,10 +238,10 @@ def _corpus(src: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     ok["rgba"] = (26, 22)
     _save(src / "tiny.png", Image.new("RGB", (1, 1), (200, 10, 10)), "PNG")
     ok["tiny"] = (1, 1)
-    yy, xx = np.mgrid[0:4000, 0:6000]
+    yy, xx = np.mgrid[0:2000, 0:3000]
     big = np.stack([(xx // 24) % 256, (yy // 16) % 256, ((xx + yy) // 40) % 256], -1).astype(np.uint8)
     _save(src / "large.jpg", Image.fromarray(big), "JPEG", quality=80)
-    ok["large"] = (6000, 4000)
+    ok["large"] = (3000, 2000)
     good = io.BytesIO()
     Image.fromarray(_rgb(64, 64)).save(good, format="JPEG")
     (src / "corrupt.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
@@ -251,11 +255,11 @@ def _corpus(src: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
 
 @pytest.mark.ray
 def test_bad_input_corpus_is_accounted_exactly(ray_local, tiny_checkpoint, tmp_path):
-    from semcolor.infer import colorize
+    from semcolor.bulk.job import colorize
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     ok, errors = _corpus(src)
-    summary = colorize(str(src), str(dst), tiny_checkpoint, batch_size=4, fmt="jpg", max_pixels=50_000_000)
+    summary = colorize(str(src), str(dst), tiny_checkpoint, batch_size=4, format="jpg", max_pixels=50_000_000)
     assert summary.inputs == len(ok) + len(errors) and summary.ignored == 1
     assert (summary.done, summary.failed) == (len(ok), len(errors))
     latest = {r["key"]: r for r in latest_by_key(read_records(str(dst))).to_pylist()}
@@ -276,7 +280,7 @@ def test_bad_input_corpus_is_accounted_exactly(ray_local, tiny_checkpoint, tmp_p
 @pytest.mark.ray
 @pytest.mark.s3
 def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix):
-    from semcolor.infer import colorize
+    from semcolor.bulk.job import colorize
 
     src, dst = storage.join(s3_prefix, "scans"), storage.join(s3_prefix, "color")
     sizes = {"a": (41, 27), "deep/b": (13, 77), "c": (100, 99)}
@@ -284,25 +288,27 @@ def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix):
         buf = io.BytesIO()
         Image.fromarray(_rgb(h, w)).save(buf, format="JPEG")
         storage.write_bytes(storage.join(src, f"{key}.jpg"), buf.getvalue())
-    summary = colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, fmt="webp")
+    summary = colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, format="webp")
     assert (summary.done, summary.failed) == (3, 0), summary.failure_examples
     for key, size in sizes.items():
         assert _size(storage.join(dst, f"{key}.webp")) == size
         assert _size(storage.join(dst, "masks", f"{key}.png")) == size
-    assert colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, fmt="webp").skipped == 3
+    assert colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, format="webp").skipped == 3
 
 
 @pytest.mark.ray
-def test_actor_death_is_retried_without_lost_or_duplicated_keys(ray_local, tiny_checkpoint, tmp_path, monkeypatch):
-    from semcolor.infer import colorize
+def test_actor_death_is_retried_without_lost_or_duplicated_keys(ray_local, tiny_checkpoint, tmp_path):
+    from faults import FailingColorizeActor, write_plan
+
+    from semcolor.bulk.job import ColorizeConfig, run_job
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     for i in range(10):
         _save(src / f"k{i:02d}.png", Image.fromarray(_rgb(20 + i, 30 - i, i)), "PNG")
     marker = tmp_path / "fault.marker"
-    monkeypatch.setenv("SEMCOLOR_FAULT_AFTER_BATCHES", "2")
-    monkeypatch.setenv("SEMCOLOR_FAULT_MARKER", str(marker))
-    summary = colorize(str(src), str(dst), tiny_checkpoint, batch_size=2)
+    write_plan(tiny_checkpoint, "actor", after_batches=2, marker=marker)
+    config = ColorizeConfig(src=str(src), dst=str(dst), checkpoint=tiny_checkpoint, batch_size=2)
+    summary = run_job(config, model_stage=FailingColorizeActor)
     assert marker.exists()  # the actor did die once
     assert (summary.done, summary.failed) == (10, 0)
     assert ok_counts(read_records(str(dst))) == {f"k{i:02d}": 1 for i in range(10)}
@@ -313,17 +319,24 @@ def test_actor_death_is_retried_without_lost_or_duplicated_keys(ray_local, tiny_
 def test_killed_driver_then_rerun_finishes_every_key_once_byte_identical(ray_local, tiny_checkpoint, tmp_path):
     import ray
 
-    from semcolor.infer import colorize
+    from semcolor.bulk.job import colorize
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     keys = [f"s{i:02d}" for i in range(16)]
     for i, key in enumerate(keys):
         _save(src / f"{key}.png", Image.fromarray(_rgb(31 + i, 45 - i, i)), "PNG")
-    env = {**os.environ, "SEMCOLOR_FAULT_KILL_DRIVER_AFTER_BATCHES": "3",
-           "SEMCOLOR_FAULT_MARKER": str(tmp_path / "kill.marker"), "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "semcolor.cli", "colorize", str(src), str(dst), "--checkpoint", tiny_checkpoint,
-           "--batch-size", "2", "--address", ray.get_runtime_context().gcs_address]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    # The driver: this job in its own process, joined to the session Ray; its model actor SIGKILLs it midway.
+    driver = (
+        "import faults, os, sys, ray\n"
+        "from semcolor.bulk.job import ColorizeConfig, run_job\n"
+        f"faults.write_plan({tiny_checkpoint!r}, 'driver', after_batches=3, marker={str(tmp_path / 'kill.marker')!r},"
+        " driver_pid=os.getpid())\n"
+        f"ray.init(address={ray.get_runtime_context().gcs_address!r},"
+        f" runtime_env={{'env_vars': {{'PYTHONPATH': {str(REPO_ROOT / 'tests')!r}}}}})\n"
+        f"run_job(ColorizeConfig(src={str(src)!r}, dst={str(dst)!r}, checkpoint={tiny_checkpoint!r}, batch_size=2),"
+        " model_stage=faults.FailingColorizeActor)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
+    proc = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-3000:]
     first = _tree_bytes(dst) if dst.exists() else {}
     recorded_before = set(ok_counts(read_records(str(dst)))) if dst.exists() else set()

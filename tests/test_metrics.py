@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from semcolor.metrics import (
+from semcolor.model.metrics import (
     PSNR_CAP_DB,
     ColorAccumulator,
     SegmentationAccumulator,

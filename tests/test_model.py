@@ -5,8 +5,9 @@ import functools
 import pytest
 import torch
 
-from semcolor.losses import LossConfig, multitask_loss
-from semcolor.model import ARCHS, ModelConfig, build_model, count_parameters, gflops
+from semcolor.model.config import ARCHS, LossConfig, ModelConfig
+from semcolor.model.losses import multitask_loss
+from semcolor.model.network import build_model, count_parameters, gflops
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,10 +75,10 @@ def test_one_batch_overfit(arch):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch))
     l_in, target, ab = _two_synthetic_images()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     cfg = LossConfig()
     losses = []
-    for _ in range(30):
+    for _ in range(15):
         seg_logits, ab_pred = model(l_in)
         loss, parts = multitask_loss(seg_logits, ab_pred, target, ab, cfg)
         opt.zero_grad()

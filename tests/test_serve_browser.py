@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import free_port
+from PIL import Image
 
 APP = "semcolor-browser-test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,9 +35,10 @@ def page_url(chromium_path, ray_local, tmp_path_factory) -> Iterator[str]:
     """The app on 127.0.0.1:<free port> via serve.run, with a tiny random-weight checkpoint."""
     from ray import serve
 
-    from semcolor import checkpoint
-    from semcolor.model import ModelConfig, build_model
-    from semcolor.serve import build_app
+    from semcolor.model import checkpoint
+    from semcolor.model.config import ModelConfig
+    from semcolor.model.network import build_model
+    from semcolor.serve.builder import build_app
 
     ckpt = str(tmp_path_factory.mktemp("browser") / "ckpt")
     config = ModelConfig(arch="resnet34", input_size=64)

@@ -1,4 +1,4 @@
-"""semcolor.storage: round trips on local paths, file://, memory:// and a real S3 endpoint (moto)."""
+"""semcolor.core.storage: round trips on local paths, file://, memory:// and a real S3 endpoint (moto)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 import pyarrow.fs as pafs
 import pytest
 
-from semcolor import storage
+from semcolor.core import storage
 
 
 @pytest.fixture(params=["path", "file", "memory"])
@@ -88,6 +88,19 @@ def test_failed_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch) -> None:
         storage.write_bytes(str(target), b"new")
     assert os.listdir(tmp_path) == ["f.bin"]
     assert target.read_bytes() == b"old"
+
+
+def test_written_files_get_the_umask_mode_like_open(tmp_path) -> None:
+    """Atomic writes go through a 0600 temp file; the result has the mode a plain open() gives (0644 under 022)."""
+    import os
+    import stat
+
+    storage.write_bytes(str(tmp_path / "a" / "out.png"), b"x")
+    with open(tmp_path / "plain", "wb") as f:
+        f.write(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a" / "out.png").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == storage.FILE_MODE
+    assert mode & 0o044 or storage.FILE_MODE & 0o044 == 0  # readable by others unless the umask says no
 
 
 def test_write_needs_bytes(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""semcolor.synth: deterministic pairs with exact masks, written to any URL."""
+"""semcolor.data.synth: deterministic pairs with exact masks, written to any URL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor import storage, synth
+from semcolor.core import storage
+from semcolor.data import synth
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])

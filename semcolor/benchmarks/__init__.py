@@ -1,1 +1,33 @@
-"""Benchmarks run by `semcolor bench WHAT`: each module has ``run(args) -> int``, prints a table and writes JSON."""
+"""Benchmarks run by `semcolor bench WHAT`: each module has ``run(args) -> int``, prints a table and writes
+``OUT/WHAT.json`` (figures + the machine, load, command and date they were measured with)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+
+from semcolor.options import option
+
+BENCHMARKS = ("model", "data", "colorize", "train", "serve", "quality")
+
+
+@dataclass(kw_only=True)
+class BenchOptions:
+    """The options of `semcolor bench`; each benchmark reads those it needs."""
+
+    what: str = option(help="which benchmark", choices=BENCHMARKS, positional=True)
+    out: str = option("bench_out", help="folder for the JSON results (the committed ones are in docs/benchmarks)")
+    data: str | None = option(None, help="dataset root with images/ and masks/ (default: ECSSD in ../shared beside "
+                              "the checkout)")
+    s3: bool = option(False, help="also measure through a local moto S3 server")
+    limit: int | None = option(None, help="use only the first N pairs of the dataset")
+    size: int = option(256, help="model resolution in pixels")
+    batch_size: int = option(16, help="images per model batch")
+    threads: int = option(2, help="torch threads (the machine's share the benchmark may use)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """`semcolor bench WHAT`: run ``semcolor.benchmarks.WHAT.run(args)``."""
+    module = importlib.import_module(f"semcolor.benchmarks.{args.what}")
+    return int(module.run(args) or 0)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from semcolor import storage
+from semcolor.core import storage
 
 
 def free_port() -> int:
@@ -24,15 +24,16 @@ def free_port() -> int:
 @contextlib.contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[str, int]]:
     """A moto S3 server in its own process on 127.0.0.1 (so it does not share the driver's GIL) with ``bucket``;
-    AWS_* point at it while the block runs. Yields (endpoint, pid); stopped by its own pid."""
+    AWS_* point at it while the block runs. Yields (endpoint, pid); stopped by its own pid. The benchmarks and
+    the test suite's S3 fixture use it."""
     import pyarrow.fs as pafs
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -49,7 +50,11 @@ def moto_s3(bucket: str) -> Iterator[tuple[str, int]]:
         yield endpoint, proc.pid
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

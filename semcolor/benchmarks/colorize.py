@@ -4,40 +4,42 @@ Measured with one random-init model (weights=None; speed does not depend on the 
 
 - ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
   ``--batch-size`` with ``--threads`` torch threads in all, the better of one process with T threads and T
-  concurrent 1-thread processes: what the pipeline cannot beat on this machine. Measured
-  before and after every other measure; each ratio divides by the mean of the two around it (on a shared
-  machine the load moves between measures).
+  concurrent 1-thread processes: what the pipeline cannot beat on this machine. Measured before and after
+  every other measure.
 - ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
   (read+decode+full-res L+resize; AB upsample + LAB->RGB at full resolution; PNG encode).
-- ``pipeline local`` and ``pipeline s3``: :func:`semcolor.infer.colorize` on every photo, local -> local and
-  s3 -> s3 (a moto server this benchmark starts as a subprocess on 127.0.0.1; photos uploaded first).
-  End-to-end images/s include Ray Data start-up and the model actor's start; ``steady`` counts the rows
-  finished between the 10th and 90th percentile of the records' ``finished_at``. Rate per quarter of the
-  run shows whether throughput holds as the count grows.
 - ``naive``: the sequential loop (open, predict, save, one image at a time; batch 1).
-- ratios pipeline/bound and pipeline/naive;
+- ``pipeline local`` (1 actor x T threads, and T actors x 1 thread) and ``pipeline s3`` (the better layout):
+  :func:`semcolor.bulk.job.colorize` on every photo, local -> local and s3 -> s3 (a moto server this
+  benchmark starts as a subprocess on 127.0.0.1; photos uploaded first). ``end-to-end`` images/s include Ray
+  Data start-up and the model actors' start; ``steady`` = rows finished between the 10th and 90th percentile
+  of finish time (the records' ``finished_at``), over the time between those two finish times; images/s per
+  quarter of the run show whether throughput holds as the count grows.
 - time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage: only decode, merge and encode
   should grow with pixels; the model runs at model size.
 - CPU seconds per image (robust on a shared machine, where wall-clock rates move with other load): the
-  model-only bound's process time per image vs the whole local Ray (GCS, raylet, workers, actor) plus the
-  driver per image during the pipeline; their ratio is the pipeline's CPU efficiency. Per-stage CPU comes
-  from Ray Data's stats. (Needs the local Ray started by this benchmark, i.e. no ``--address``.)
+  bound's process time per image vs, during the pipeline, the whole Ray on this host (GCS, raylet, workers,
+  actors, agents; found by :mod:`semcolor.benchmarks._cpu`, also with ``--address``) plus the driver. When
+  some of Ray's processes are on another host the figure is reported unavailable, with the reason. Per-stage
+  CPU comes from Ray Data's stats.
+
+Ratios: ``/bound`` = a measure's images/s over the mean of the two bounds measured just before and after
+it (the load moves between measures); ``/naive`` = over the naive loop's images/s, and "adjusted for load"
+divides both by their own bounds first; CPU efficiency = the bound's CPU per image / the pipeline's.
 
 Thread budget on a small machine: the pipeline runs ``--threads`` model actors of 1 torch thread each (they
 reserve (CPUs - 1) / T CPUs from Ray, leaving one CPU slot for the decode / merge / encode tasks, 1 thread
 each, which interleave with inference): one T-thread actor loses time whenever a task preempts one of its
-OpenMP threads, separate actors do not. Prints a table, writes
-``OUT/colorize.json`` (with the load average before each measurement: the machine may be shared).
+OpenMP threads, separate actors do not. Prints a table, writes ``OUT/colorize.json`` (with the load average
+before each measurement and the environment block of :mod:`semcolor.benchmarks._report`).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -47,13 +49,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from semcolor import checkpoint, storage
+from semcolor.benchmarks._cpu import cpu_seconds, ray_cpu_sampler
 from semcolor.benchmarks._local import moto_s3, upload
-from semcolor.bulk_records import read_records
-from semcolor.colorizer import Colorizer, merge_full_resolution, resize_l8, rgb_to_l8
-from semcolor.decode import decode_image
-from semcolor.encode import encode_rgb
-from semcolor.model import ModelConfig, build_model
+from semcolor.benchmarks._report import stage_seconds, write_result
+from semcolor.bulk.records import read_records
+from semcolor.core import storage
+from semcolor.core.colorizer import (
+    Colorizer,
+    merge_full_resolution,
+    resize_l8,
+    rgb_to_l8,
+)
+from semcolor.core.decode import decode_image
+from semcolor.core.encode import encode_rgb
+from semcolor.model import checkpoint
+from semcolor.model.config import ModelConfig
+from semcolor.model.inference import load_colorizer
+from semcolor.model.network import build_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
 BUCKET = "semcolor-bench"
@@ -65,54 +77,6 @@ STAGE_IMAGES = 200
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-class TreeCpu:
-    """CPU seconds (user + system) used by this process and all its descendants (a local Ray started by this
-    driver: GCS, raylet, workers, actors) between :meth:`start` and :meth:`stop`, except the pids in
-    ``exclude`` (e.g. the S3 server). Processes come and go (actors exit at the end of a dataset), so a
-    thread samples the tree every ``interval`` seconds and keeps each pid's first and last reading; only a
-    process's last ``interval`` before it exits goes uncounted."""
-
-    def __init__(self, exclude: frozenset[int] = frozenset(), interval: float = 0.25) -> None:
-        import threading
-
-        self.exclude, self.interval = exclude, interval
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self, initial: bool = False) -> None:
-        import psutil
-
-        me = psutil.Process()
-        for proc in [me, *me.children(recursive=True)]:
-            if proc.pid in self.exclude:
-                continue
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            key = (proc.pid, proc.create_time())
-            used = times.user + times.system
-            self.first.setdefault(key, used if initial else 0.0)
-            self.last[key] = used
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def start(self) -> "TreeCpu":
-        self._sample(initial=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        return sum(self.last[k] - self.first[k] for k in self.last)
 
 
 def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict:
@@ -132,7 +96,7 @@ def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict
 def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: float, barrier, results) -> None:
     """One process of :func:`model_bound_processes` (module level: spawned processes import it)."""
     torch.set_num_threads(threads)
-    colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=size)
+    colorizer = load_colorizer(ckpt, device="cpu", size=size)
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
     colorizer.predict(x)
     barrier.wait()
@@ -218,20 +182,9 @@ def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int =
             Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
             jpeg = buf.getvalue()
             del rgb, yy, xx
-            ab8 = np.random.default_rng(0).integers(-40, 40, (2, colorizer.size, colorizer.size)).astype(np.int8)
-            times = {"decode": [], "merge": [], "encode": []}
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                l8 = rgb_to_l8(decode_image(jpeg))
-                resize_l8(l8, colorizer.size)
-                t1 = time.perf_counter()
-                out = merge_full_resolution(l8, ab8)
-                t2 = time.perf_counter()
-                encode_rgb(out, "png")
-                t3 = time.perf_counter()
-                times["decode"].append(t1 - t0)
-                times["merge"].append(t2 - t1)
-                times["encode"].append(t3 - t2)
+            stages = stage_seconds(colorizer, jpeg, reps)
+            times = {"decode": [d + p for d, p in zip(stages["decode"], stages["preprocess"])],
+                     "merge": stages["merge"], "encode": stages["encode"]}
             row = {"megapixels": mp, "width": w, "height": h, **{f"{k}_s": min(v) for k, v in times.items()},
                    "model_s": per_image_model_s}
             row["total_s"] = row["decode_s"] + row["merge_s"] + row["encode_s"] + per_image_model_s
@@ -241,89 +194,125 @@ def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int =
     return rows
 
 
-def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int,
-              exclude: frozenset[int] = frozenset()) -> dict:
-    """One colorize run; end-to-end and steady-state images/s, per-quarter rates, object-store bytes/row,
-    CPU seconds per image of the whole local Ray + driver (robust to a busy machine) and per stage."""
-    from semcolor.infer import colorize
+STEADY = "steady = rows finished between the 10th and 90th percentile of finish time"
+"""What ``steady`` means, in the table and the JSON: those rows' count over the time between the two finish times
+(it leaves out the start-up before the first 10 % and the tail after the last 10 %)."""
+
+
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int) -> dict:
+    """One colorize run; end-to-end and steady images/s (:data:`STEADY`), per-quarter rates, object-store
+    bytes/row, CPU seconds per image of the whole Ray on this host + driver (None, with the reason in
+    ``cpu_scope``, when Ray's processes cannot all be found here) and per stage."""
+    from semcolor.bulk.job import colorize
 
     load = _load()
-    sampler = TreeCpu(exclude).start()
-    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=actors, threads_per_actor=threads // actors)
-    cpu = sampler.stop()
+    sampler, scope = ray_cpu_sampler()
+    if sampler is not None:
+        sampler.start()
+    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors),
+                       threads_per_actor=threads // actors)
+    cpu = sampler.stop() if sampler is not None else None
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
     n = len(finished)
-    lo, hi = finished[int(0.1 * (n - 1))], finished[int(0.9 * (n - 1))]
-    steady = (int(0.9 * (n - 1)) - int(0.1 * (n - 1))) / (hi - lo) if hi > lo else float("nan")
+    i10, i90 = int(0.1 * (n - 1)), int(0.9 * (n - 1))
+    span = finished[i90] - finished[i10] if n else 0.0
+    steady = (i90 - i10) / span if span > 0 else float("nan")
     quarters = []
     for q in range(4):
         part = finished[q * n // 4:(q + 1) * n // 4]
         quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
+    rows = max(1, summary.done + summary.failed)
     return {"actors": actors, "threads_per_actor": threads // actors,
             "images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
-            "images_per_s": summary.images_per_s, "steady_images_per_s": steady, "quarter_images_per_s": quarters,
+            "images_per_s": summary.images_per_s, "steady_p10_p90_images_per_s": steady,
+            "steady_p10_p90_rows": i90 - i10, "steady_p10_p90_seconds": span, "quarter_images_per_s": quarters,
             "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load,
-            "cpu_s_per_image": cpu / max(1, summary.done + summary.failed),
-            "stage_cpu_s_per_image": {k: v / max(1, summary.done + summary.failed)
-                                      for k, v in summary.stage_cpu_seconds.items()}}
+            "cpu_s_per_image": None if cpu is None else cpu / rows, "cpu_scope": scope,
+            "stage_cpu_s_per_image": {k: v / rows for k, v in summary.stage_cpu_seconds.items()}}
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+def _fmt(v: float | str | None) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else "" if v is None else str(v)
 
 
-def print_table(result: dict) -> None:
-    rows = []
+def _pipelines(result: dict) -> list[str]:
+    return [k for k in result if k.startswith("pipeline_")]
+
+
+def _print_table(result: dict) -> None:
+    """The rates with their ratios, CPU per image, and the per-resolution stage costs."""
+    rows: list[tuple[str, float | None, float | str | None, float | str | None]] = []
     for b in result["bounds"]:
         rows.append((f"bound {b['when']}: 1 process x {result['threads']} threads", b["one_process"]["images_per_s"],
-                     "", ""))
+                     None, None))
         rows.append((f"bound {b['when']}: {result['threads']} processes x 1 thread", b["processes"]["images_per_s"],
-                     "", ""))
+                     None, None))
     s = result["stages"]
-    rows += [("decode only (1 thread)", s["decode_per_s"], "", ""), ("merge only (1 thread)", s["merge_per_s"], "", ""),
-             ("encode only, png (1 thread)", s["encode_per_s"], "", "")]
-    naive = result["naive"]["images_per_s"]
-    rows.append(("naive sequential loop (batch 1)", naive, result["naive"]["per_bound"], 1.0))
-    for name in [k for k in result if k.startswith("pipeline_")]:
-        if name in result:
-            p = result[name]
-            name = f"{name} ({p['actors']} actor(s) x {p['threads_per_actor']} thread(s))"
-            rows.append((f"{name.replace('_', ' ')} end-to-end", p["images_per_s"], p["per_bound"],
-                         p["images_per_s"] / naive))
-            rows.append((f"{name.replace('_', ' ')} end-to-end, /naive adjusted for load", p["images_per_s"],
-                         p["per_bound"], p["per_naive_load_adjusted"]))
-            rows.append((f"{name.replace('_', ' ')} steady", p["steady_images_per_s"], p["steady_per_bound"],
-                         p["steady_images_per_s"] / naive))
+    rows += [("decode only (1 thread)", s["decode_per_s"], None, None),
+             ("merge only (1 thread)", s["merge_per_s"], None, None),
+             ("encode only, png (1 thread)", s["encode_per_s"], None, None)]
+    naive = result["naive"]
+    rows.append(("naive sequential loop (batch 1)", naive["images_per_s"], naive["per_bound"], 1.0))
+    for name in _pipelines(result):
+        p = result[name]
+        rows.append((f"{name.replace('_', ' ')} ({p['actors']} actor(s) x {p['threads_per_actor']} thread(s)):",
+                     None, None, None))
+        rows.append(("  end-to-end", p["images_per_s"], p["per_bound"], p["per_naive"]))
+        rows.append(("  end-to-end, /naive adjusted for load", p["images_per_s"], p["per_bound"],
+                     p["per_naive_load_adjusted"]))
+        rows.append((f"  {STEADY}", p["steady_p10_p90_images_per_s"], p["steady_p10_p90_per_bound"],
+                     p["steady_p10_p90_per_naive"]))
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
-          f"at {result['size']} px, {result['cpus']} CPUs")
-    print("ratios use the mean of the bounds measured just before and after each measure")
-    print(f"{'measure':<76} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
-    for name, rate, rb, rn in rows:
-        print(f"{name:<76} {rate:>9.2f} {_fmt(rb):>7} {_fmt(rn):>7}")
-    bound_cpu = float(np.median([b["cpu_s_per_image"] for b in result["bounds"]]))
-    print(f"\nCPU seconds per image (robust to other load): model-only bound {bound_cpu:.3f}, "
-          f"naive loop {result['naive']['cpu_s_per_image']:.3f}")
-    for name in [k for k in result if k.startswith("pipeline_")]:
-        if name in result:
-            p = result[name]
-            q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
-            stages = ", ".join(f"{k} {v:.3f}" for k, v in p["stage_cpu_s_per_image"].items())
-            extra = (f"; S3 server (moto, not counted) {p['s3_server_cpu_s_per_image']:.3f}"
-                     if "s3_server_cpu_s_per_image" in p else "")
-            print(f"{name}: whole Ray + driver {p['cpu_s_per_image']:.3f} -> CPU efficiency "
-                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), {p['cpu_vs_naive']:.2f} x less CPU than the "
-                  f"naive loop; by stage: {stages}{extra}")
-            print(f"{name}: images/s by quarter of the run: {q}; object store "
-                  f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+          f"at {result['size']} px, {result['ray_cpus']:g} Ray CPUs")
+    print("/bound: images/s over the mean of the bounds measured just before and after that measure; "
+          "/naive: over the naive loop's images/s")
+    print(f"{'measure':<80} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
+    for label, rate, rb, rn in rows:
+        print(f"{label:<80} {_fmt(rate):>9} {_fmt(rb):>7} {_fmt(rn):>7}")
+    print(f"\nCPU seconds per image (robust to other load): model-only bound {result['bound']['cpu_s_per_image']:.3f}, "
+          f"naive loop {naive['cpu_s_per_image']:.3f}")
+    for name in _pipelines(result):
+        p = result[name]
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in p["stage_cpu_s_per_image"].items())
+        extra = (f"; S3 server (moto, not counted) {p['s3_server_cpu_s_per_image']:.3f}"
+                 if "s3_server_cpu_s_per_image" in p else "")
+        if p["cpu_s_per_image"] is None:
+            print(f"{name}: whole-Ray CPU per image {p['cpu_scope']}; Ray Data tasks by stage: {stages}{extra}")
+        else:
+            print(f"{name}: {p['cpu_s_per_image']:.3f} (counts {p['cpu_scope']}) -> CPU efficiency "
+                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), naive loop / pipeline {p['cpu_vs_naive']:.2f}; "
+                  f"Ray Data tasks by stage: {stages}{extra}")
+        q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
+        print(f"{name}: images/s by quarter of the run: {q}; object store "
+              f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
     print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} {'total s':>8}")
     for r in result["resolution"]:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
               f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['total_s']:>8.3f}")
 
 
+def _ratios(result: dict, around: dict[str, float]) -> None:
+    """Each measure's rate over the mean bound around it (``per_bound``) and over the naive loop's rate, plain
+    (``per_naive``) and with both first divided by their own bounds (``per_naive_load_adjusted``); CPU ratios."""
+    naive = result["naive"]
+    naive["per_bound"] = naive["images_per_s"] / around["naive"]
+    bound_cpu = result["bound"]["cpu_s_per_image"]
+    for name in _pipelines(result):
+        p = result[name]
+        cpu = p["cpu_s_per_image"]
+        p.update(per_bound=p["images_per_s"] / around[name], per_naive=p["images_per_s"] / naive["images_per_s"],
+                 per_naive_load_adjusted=(p["images_per_s"] / around[name]) / naive["per_bound"],
+                 steady_p10_p90_per_bound=p["steady_p10_p90_images_per_s"] / around[name],
+                 steady_p10_p90_per_naive=p["steady_p10_p90_images_per_s"] / naive["images_per_s"],
+                 cpu_efficiency=None if cpu is None else bound_cpu / cpu,
+                 cpu_vs_naive=None if cpu is None else naive["cpu_s_per_image"] / cpu)
+
+
 def run(args: argparse.Namespace) -> int:
     """`semcolor bench colorize [--data ROOT] [--s3] [--limit N] [--size S] [--batch-size B] [--threads T]`."""
+    import ray
+
     from semcolor.ray_env import init_ray
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -342,11 +331,18 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
-        colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=args.size)
+        colorizer = load_colorizer(ckpt, device="cpu", size=args.size)
         torch.set_num_threads(args.threads)
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
-                        "batch_size": args.batch_size, "threads": args.threads, "cpus": os.cpu_count(),
-                        "machine": platform.platform(), "torch": torch.__version__}
+                        "batch_size": args.batch_size, "threads": args.threads,
+                        "definitions": {
+                            "steady_p10_p90": f"{STEADY}: their count over the time between those finish times",
+                            "per_bound": "images/s over the mean of the model-only bounds measured just before and "
+                                         "after that measure",
+                            "per_naive": "images/s over the naive loop's images/s; per_naive_load_adjusted divides "
+                                         "both by their own bounds first",
+                            "cpu_s_per_image": "CPU seconds per image of the processes named in cpu_scope (null when "
+                                               "they cannot be counted)"}}
         bounds: list[dict] = []
 
         def bound(label: str) -> float:
@@ -374,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
         around["naive"] = (b0 + b1) / 2
 
         init_ray(args.address, args.num_cpus)
+        result["ray_cpus"] = ray.cluster_resources().get("CPU", 0.0)
         if args.limit:  # colorize takes a prefix; give it exactly the chosen files
             src = str(work / "src")
             os.makedirs(src)
@@ -387,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
             result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors)
             after = bound(f"after {name}")
             around[name], before = (before + after) / 2, after
-        best_actors = max(layouts.items(), key=lambda kv: result[kv[0]]["steady_images_per_s"] / around[kv[0]])[1]
+        best_actors = max(layouts.items(),
+                          key=lambda kv: result[kv[0]]["steady_p10_p90_images_per_s"] / around[kv[0]])[1]
         if args.s3:
             with moto_s3(BUCKET) as (_, moto_pid):
                 prefix = f"s3://{BUCKET}/ecssd/images"
@@ -395,36 +393,19 @@ def run(args: argparse.Namespace) -> int:
                 upload(sources, str(images), prefix)
                 b3 = bound("before pipeline s3")
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
-                import psutil
-
-                moto = psutil.Process(moto_pid)
-                moto_cpu = sum(moto.cpu_times()[:2])
+                moto_cpu = cpu_seconds(moto_pid)
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads, best_actors, exclude=frozenset({moto_pid}))
+                                                  args.threads, best_actors)
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
-                    (sum(moto.cpu_times()[:2]) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
+                    (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 around["pipeline_s3"] = (b3 + bound("after pipeline s3")) / 2
-        del colorizer
         result["bounds"] = bounds
-        result["bound"] = {"images_per_s": float(np.median([b["images_per_s"] for b in bounds]))}
+        result["bound"] = {"images_per_s": float(np.median([b["images_per_s"] for b in bounds])),
+                           "cpu_s_per_image": float(np.median([b["cpu_s_per_image"] for b in bounds]))}
         result["bound_around"] = around
-        naive = result["naive"]["images_per_s"]
-        result["naive"]["per_bound"] = naive / around["naive"]
-        for name in [k for k in result if k.startswith("pipeline_")]:
-            if name in result:
-                p = result[name]
-                p.update(per_bound=p["images_per_s"] / around[name], per_naive=p["images_per_s"] / naive,
-                         steady_per_bound=p["steady_images_per_s"] / around[name],
-                         cpu_efficiency=float(np.median([b["cpu_s_per_image"] for b in bounds]))
-                         / p["cpu_s_per_image"],
-                         cpu_vs_naive=result["naive"]["cpu_s_per_image"] / p["cpu_s_per_image"],
-                         per_naive_load_adjusted=(p["images_per_s"] / around[name])
-                         / (naive / around["naive"]))
+        _ratios(result, around)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "colorize.json").write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out / 'colorize.json'}")
+    _print_table(result)
+    write_result(args.out, "colorize", result)
     return 0

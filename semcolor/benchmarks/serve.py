@@ -4,19 +4,22 @@ On a local Ray the app is deployed twice on 127.0.0.1 and a free port, side by s
 (``max_batch_size=--batch-size``) and ``/unbatched`` (``max_batch_size=1``), each one replica with ``--threads``
 torch threads, serving a random-weight model (architecture: ModelConfig's default; resolution ``--size``).
 For each source size (256x256 and 1024x1024 = 1 MP grayscale JPEGs of a real photo) and concurrency
-(1, 8, 32), a bounded closed loop of POST /colorize requests (PNG back) runs against each mode in turn
-(interleaved, so load from elsewhere falls on both alike) and measures latency p50/p95/p99 and images/s.
-Batch sizes formed come from the replica's /stats.
+(1, 8, 32), a bounded closed loop of POST /colorize requests (PNG back; ``max(24, 3 x concurrency)``
+requests, or ``max(concurrency, --limit)`` with ``--limit``, at most ``SEMCOLOR_BENCH_CELL_SECONDS`` = 60 s)
+runs against each mode in turn, the order flipping at every concurrency (batched, unbatched | unbatched,
+batched | ...), so load from elsewhere falls on both alike. Measured per cell: latency p50/p95/p99, images/s,
+the mean batch formed and ``busy``, the fraction of the cell's wall time the replica's forward was running
+(both from the replica's /stats; near 1, the server is model-bound).
 
 The bound: ``Colorizer.predict`` images/s in this process at the same size and threads, at batch 1 (the
-unbatched server's bound) and at ``--batch-size`` (the batched one's), measured while the deployed app idles,
-right before and right after that mode's cells, best of several short rounds (other load only lowers it). Efficiency = served images/s / bound. ``busy`` is the fraction of each cell's
-wall time the replica's forward was running (from /stats): near 1, the server is model-bound.
-Also reported: per-image decode / preprocess / merge / encode ms in this process (one torch thread, as in the
-replica's request threads), which the bound leaves out.
-The load generator shares the machine's cores with the server; the 1-minute load average is recorded.
+unbatched mode's bound) or ``--batch-size`` (the batched one's), best of :data:`BOUND_ROUNDS` short timings,
+measured while the apps idle immediately before and immediately after each cell (a bound between two cells
+of the same mode serves both). Ratio: a cell's efficiency = its images/s / the mean of the two bounds around
+it. Also reported: per-image decode / preprocess / merge / encode ms in this process (one torch thread, as in
+the replica's request threads), which the bound leaves out. The load generator shares the machine's cores
+with the server; each cell records the 1-minute load average.
 
-Prints a table and writes ``OUT/serve.json``.
+Prints a table and writes ``OUT/serve.json`` (with the environment block of :mod:`semcolor.benchmarks._report`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
-import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,14 +39,17 @@ import torch
 from PIL import Image
 
 from semcolor.benchmarks._local import free_port
-from semcolor.colorizer import Colorizer, merge_full_resolution, resize_l8, rgb_to_l8
-from semcolor.decode import decode_image
-from semcolor.encode import encode_rgb
+from semcolor.benchmarks._report import stage_seconds, write_result
+from semcolor.core.colorizer import Colorizer
+from semcolor.model.inference import load_colorizer
 
 CONCURRENCY = (1, 8, 32)
 SOURCE_SIDES = (256, 1024)  # 1024 x 1024 = 1 MP
 APP_NAME = "semcolor-bench"
 BATCH_WAIT_S = 0.005
+BOUND_ROUNDS = 2
+BOUND_SECONDS = 1.0
+"""A bound is the best of BOUND_ROUNDS timings of at least BOUND_SECONDS (and at least one call) each."""
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
 
 
@@ -64,8 +69,11 @@ class Cell:
     p99_ms: float
     mean_batch: float
     model_busy: float  # fraction of the wall time the replica's forward was running
-    bound_images_per_s: float
-    efficiency: float
+    load_average: float  # 1-minute load average at the end of the cell
+    bound_before: float = 0.0
+    bound_after: float = 0.0
+    bound_images_per_s: float = 0.0  # mean of bound_before and bound_after
+    efficiency: float = 0.0  # images_per_s / bound_images_per_s
 
 
 def source_jpegs(data_root: Path | None) -> dict[str, bytes]:
@@ -88,11 +96,12 @@ def source_jpegs(data_root: Path | None) -> dict[str, bytes]:
     return out
 
 
-def model_bound(colorizer: Colorizer, batch: int, rounds: int = 5, seconds: float = 1.5) -> float:
+def model_bound(colorizer: Colorizer, batch: int, rounds: int = BOUND_ROUNDS, seconds: float = BOUND_SECONDS
+                ) -> float:
     """``Colorizer.predict`` images/s at ``batch`` images of the colorizer's size: the best of ``rounds`` short
-    timings (after a warm-up call), so a burst of other load on the machine lowers no more than one round."""
+    timings of at least ``seconds`` and one call each (the caller warms the model up once), so a burst of other
+    load on the machine lowers no more than one round."""
     x = np.random.default_rng(0).integers(0, 256, (batch, colorizer.size, colorizer.size), dtype=np.uint8)
-    colorizer.predict(x)
     best = 0.0
     for _ in range(rounds):
         calls, start = 0, time.perf_counter()
@@ -105,22 +114,8 @@ def model_bound(colorizer: Colorizer, batch: int, rounds: int = 5, seconds: floa
 
 def stage_costs(colorizer: Colorizer, jpeg: bytes, reps: int = 5) -> dict[str, float]:
     """Median ms per image of the stages the model bound leaves out: decode, preprocess, merge, encode (PNG)."""
-    times: dict[str, list[float]] = {"decode": [], "preprocess": [], "merge": [], "encode": []}
-    ab8 = np.zeros((2, colorizer.size, colorizer.size), np.int8)
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        rgb = decode_image(jpeg)
-        t1 = time.perf_counter()
-        l8 = rgb_to_l8(rgb)
-        resize_l8(l8, colorizer.size)
-        t2 = time.perf_counter()
-        out = merge_full_resolution(l8, ab8)
-        t3 = time.perf_counter()
-        encode_rgb(out, "png")
-        t4 = time.perf_counter()
-        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            times[key].append(seconds * 1000.0)
-    return {k: round(float(np.median(v)), 2) for k, v in times.items()}
+    times = stage_seconds(colorizer, jpeg, reps)
+    return {k: round(float(np.median(v)) * 1000.0, 2) for k, v in times.items()}
 
 
 async def _closed_loop(url: str, body: bytes, concurrency: int, requests: int,
@@ -164,31 +159,52 @@ def _mean_batch(before: dict, after: dict) -> float:
 
 def measure_cell(base: str, source: str, body: bytes, mode: str, max_batch: int, concurrency: int,
                  limit: int | None, max_seconds: float) -> Cell:
-    """One bounded closed loop against the app at ``base``; the bound is filled in afterwards."""
+    """One bounded closed loop against the app at ``base``; the caller fills in the bounds around it."""
     requests = max(24, 3 * concurrency) if limit is None else max(concurrency, limit)
     before = _stats(base)
     lat, wall = asyncio.run(_closed_loop(f"{base}/colorize", body, concurrency, requests, max_seconds))
     after = _stats(base)
     busy = (after["model_seconds"] - before["model_seconds"]) / wall
     p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
-    cell = Cell(source, mode, max_batch, concurrency, len(lat), round(wall, 2), round(len(lat) / wall, 2),
+    return Cell(source, mode, max_batch, concurrency, len(lat), round(wall, 2), round(len(lat) / wall, 2),
                 round(p50, 1), round(p95, 1), round(p99, 1), round(_mean_batch(before, after), 2), round(busy, 3),
-                0.0, 0.0)
-    print(f"  {source:>9} {mode:>9} c={concurrency:<3} n={cell.requests:<4} {cell.images_per_s:7.2f} img/s  "
-          f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
-          f"batch {cell.mean_batch:5.2f}  busy {cell.model_busy:.2f}  load {os.getloadavg()[0]:.1f}", flush=True)
-    return cell
+                round(os.getloadavg()[0], 2))
+
+
+def measure_with_bounds(cells: list[tuple[str, bytes, str, int, int]], measure: Callable[..., Cell],
+                        bound: Callable[[int], float]) -> list[Cell]:
+    """Each of ``cells`` (source, body, mode, max_batch, concurrency) measured by ``measure`` between two
+    ``bound(max_batch)`` calls made immediately before and after it; a bound taken right after a cell also
+    serves as the next cell's bound before when that cell has the same batch size (nothing ran in between)."""
+    out: list[Cell] = []
+    last: tuple[int, float] | None = None  # (max_batch, images/s) of the bound measured last
+    for source, body, mode, max_batch, conc in cells:
+        before = last[1] if last is not None and last[0] == max_batch else bound(max_batch)
+        cell = measure(source, body, mode, max_batch, conc)
+        after = bound(max_batch)
+        last = (max_batch, after)
+        mean = (before + after) / 2
+        cell.bound_before, cell.bound_after = round(before, 2), round(after, 2)
+        cell.bound_images_per_s, cell.efficiency = round(mean, 2), round(cell.images_per_s / mean, 3)
+        print(f"  {source:>9} {mode:>9} c={conc:<3} n={cell.requests:<4} {cell.images_per_s:7.2f} img/s  "
+              f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
+              f"batch {cell.mean_batch:5.2f}  busy {cell.model_busy:.2f}  bound {before:.2f}/{after:.2f}  "
+              f"eff {cell.efficiency:.3f}  load {cell.load_average:.1f}", flush=True)
+        out.append(cell)
+    return out
 
 
 def format_table(cells: list[Cell]) -> str:
+    """The cells as a text table with a footnote on the bound."""
     head = (f"{'source':>9} {'mode':>9} {'conc':>4} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-            f"{'img/s':>7} {'batch':>5} {'busy':>5} {'bound':>7} {'eff':>6}")
+            f"{'img/s':>7} {'batch':>5} {'busy':>5} {'bound b/a':>13} {'eff':>6}")
     rows = [head, "-" * len(head)]
     for c in cells:
         rows.append(f"{c.source:>9} {c.mode:>9} {c.concurrency:>4} {c.requests:>4} {c.p50_ms:>8.1f} {c.p95_ms:>8.1f} "
                     f"{c.p99_ms:>8.1f} {c.images_per_s:>7.2f} {c.mean_batch:>5.2f} {c.model_busy:>5.2f} "
-                    f"{c.bound_images_per_s:>7.2f} "
-                    f"{c.efficiency:>6.3f}")
+                    f"{f'{c.bound_before:.2f}/{c.bound_after:.2f}':>13} {c.efficiency:>6.3f}")
+    rows.append("bound b/a: model-only images/s measured just before / after the cell (batch 1 for unbatched, "
+                "the max batch for batched); eff = img/s / their mean")
     return "\n".join(rows)
 
 
@@ -198,24 +214,35 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from semcolor import checkpoint
-    from semcolor.model import ModelConfig, build_model
-    from semcolor.serve import build_app
+    from semcolor.model import checkpoint
+    from semcolor.model.config import ModelConfig
+    from semcolor.model.network import build_model
+    from semcolor.serve.builder import build_app
 
     threads, size, batch = int(args.threads), int(args.size), int(args.batch_size)
     max_seconds = float(os.environ.get("SEMCOLOR_BENCH_CELL_SECONDS", "60"))
-    load_start = os.getloadavg()[0]
     sources = source_jpegs(Path(args.data) if args.data else None)
 
     with tempfile.TemporaryDirectory(prefix="semcolor-bench-serve-") as tmp:
         config = ModelConfig(input_size=size)
         ckpt = checkpoint.save(build_model(config), config, str(Path(tmp) / "ckpt"))
-        colorizer = Colorizer.from_checkpoint(ckpt, device="cpu", size=size)
+        colorizer = load_colorizer(ckpt, device="cpu", size=size)
         torch.set_num_threads(1)  # as the replica's per-request threads
         stages = {name: stage_costs(colorizer, body) for name, body in sources.items()}
         torch.set_num_threads(threads)  # as the replica's forward thread
         for name, cost in stages.items():
             print(f"per-image stages at {name} (this process): {cost} ms")
+        modes = {"batched": batch, "unbatched": 1}
+        for max_batch in modes.values():  # warm-up of the bound's model
+            colorizer.predict(np.zeros((max_batch, size, size), np.uint8))
+        bounds: list[dict] = []
+
+        def bound(max_batch: int) -> float:
+            """The model-only bound at ``max_batch`` now, recorded with the load average."""
+            rate = model_bound(colorizer, max_batch)
+            bounds.append({"batch": max_batch, "images_per_s": round(rate, 2),
+                           "load_average": round(os.getloadavg()[0], 2)})
+            return rate
 
         started = not ray.is_initialized()
         if started:
@@ -226,35 +253,33 @@ def run(args: argparse.Namespace) -> int:
                          log_to_driver=False)
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        modes = {"batched": batch, "unbatched": 1}
+
+        def measure(source: str, body: bytes, mode: str, max_batch: int, conc: int) -> Cell:
+            """One cell against the app of ``mode``."""
+            return measure_cell(f"http://127.0.0.1:{port}/{mode}", source, body, mode, max_batch, conc, args.limit,
+                                max_seconds)
+
         cells: list[Cell] = []
         try:
-            # Both apps side by side (route prefixes /batched, /unbatched) and their cells interleaved, so
-            # other load on the machine falls on both alike.
+            # Both apps side by side (route prefixes /batched, /unbatched), their cells alternating, so other
+            # load on the machine falls on both alike.
             for mode, max_batch in modes.items():
                 serve.run(build_app({"checkpoint": ckpt, "size": size, "max_batch_size": max_batch,
                                      "batch_wait_timeout_s": BATCH_WAIT_S, "num_cpus": threads,
                                      "torch_threads": threads, "max_ongoing_requests": 64}),
                           name=f"{APP_NAME}-{mode}", route_prefix=f"/{mode}")
-            # The bound is measured while the apps idle, before and after the cells; the better one counts.
-            bounds = {mode: model_bound(colorizer, max_batch) for mode, max_batch in modes.items()}
-            print(f"model-only bound ({config.arch} at {size}x{size}, {threads} threads): "
-                  + ", ".join(f"batch {modes[m]} {v:.2f} img/s" for m, v in bounds.items()), flush=True)
+            print(f"model-only bound ({config.arch} at {size}x{size}, {threads} threads) measured before and after "
+                  "every cell", flush=True)
+            flip = False
             for source, body in sources.items():
                 for mode in modes:  # warm-up: cache-cold paths, connections
                     asyncio.run(_closed_loop(f"http://127.0.0.1:{port}/{mode}/colorize", body, 8, 8, max_seconds))
+                plan = []
                 for conc in CONCURRENCY:
-                    for mode, max_batch in modes.items():
-                        cells.append(measure_cell(f"http://127.0.0.1:{port}/{mode}", source, body, mode, max_batch,
-                                                  conc, args.limit, max_seconds))
-            for mode, max_batch in modes.items():
-                after = model_bound(colorizer, max_batch)
-                print(f"bound at batch {max_batch} re-measured after the cells: {after:.2f} img/s "
-                      f"(before: {bounds[mode]:.2f})")
-                bounds[mode] = max(bounds[mode], after)
-            for cell in cells:
-                cell.bound_images_per_s = round(bounds[cell.mode], 2)
-                cell.efficiency = round(cell.images_per_s / bounds[cell.mode], 3)
+                    order = list(modes.items())[::-1] if flip else list(modes.items())
+                    plan += [(source, body, mode, max_batch, conc) for mode, max_batch in order]
+                    flip = not flip
+                cells += measure_with_bounds(plan, measure, bound)
         finally:
             for mode in modes:
                 serve.delete(f"{APP_NAME}-{mode}")
@@ -262,22 +287,11 @@ def run(args: argparse.Namespace) -> int:
                 serve.shutdown()
                 ray.shutdown()
 
-    table = format_table(cells)
-    print(table)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "serve",
-        "command": "semcolor bench serve " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                     (("size", size), ("batch_size", batch), ("threads", threads))),
-        "arch": ModelConfig().arch, "model_size": size, "threads": threads, "max_batch_size": batch,
-        "batch_wait_timeout_s": BATCH_WAIT_S, "output": "png", "input": "grayscale JPEG q90",
-        "model_bound_images_per_s": {f"batch_{modes[k]}": round(v, 2) for k, v in bounds.items()},
-        "stage_ms": stages,
-        "cells": [asdict(c) for c in cells],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "loadavg_1m_start": round(load_start, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2)},
-    }
-    (out_dir / "serve.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {out_dir / 'serve.json'}")
+    print(format_table(cells))
+    write_result(args.out, "serve", {
+        "benchmark": "serve", "arch": ModelConfig().arch, "model_size": size, "threads": threads,
+        "max_batch_size": batch, "batch_wait_timeout_s": BATCH_WAIT_S, "output": "png", "input": "grayscale JPEG q90",
+        "ratio": "efficiency = a cell's images/s / the mean of the model-only bounds (batch 1 for unbatched, "
+                 "max_batch_size for batched) measured immediately before and after that cell",
+        "bounds": bounds, "stage_ms": stages, "cells": [asdict(c) for c in cells]})
     return 0

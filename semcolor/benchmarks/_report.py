@@ -1,0 +1,84 @@
+"""What every benchmark's JSON carries besides its figures: the machine, its load, the command, the date."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from semcolor.core import storage
+
+if TYPE_CHECKING:
+    from semcolor.core.colorizer import Colorizer
+
+
+def environment() -> dict[str, Any]:
+    """The machine and moment a figure was measured on (absolute times mean little on a shared machine)."""
+    import torch
+
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # pragma: no cover - ray is a dependency
+        ray_version = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "command": "semcolor " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("semcolor")
+        else " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cores": cores, "platform": platform.platform(), "processor": platform.machine(),
+                    "python": platform.python_version(), "torch": torch.__version__, "ray": ray_version,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_result(out: str, name: str, result: dict[str, Any]) -> str:
+    """Write ``OUT/NAME.json``: ``result`` plus ``environment`` (taken now, at the end of the run). Returns the
+    URL written."""
+    doc = {**result, "environment": environment()}
+    url = storage.join(out, f"{name}.json")
+    storage.write_text(url, json.dumps(doc, indent=2, default=float))
+    print(f"wrote {url}", flush=True)
+    return url
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows of equal keys as an aligned text table (floats with 2 decimals)."""
+    if not rows:
+        return
+    keys = list(rows[0])
+    width = max(14, *(len(k) for k in keys))
+    print(" | ".join(f"{k:>{width}}" for k in keys))
+    for row in rows:
+        print(" | ".join(f"{v:>{width}.2f}" if isinstance(v, float) else f"{v!s:>{width}}" for v in row.values()))
+
+
+def stage_seconds(colorizer: "Colorizer", encoded: bytes, reps: int) -> dict[str, list[float]]:
+    """Seconds of each CPU stage around the model for one encoded image, ``reps`` times: ``decode`` (bytes -> RGB),
+    ``preprocess`` (full-resolution L and its model-size copy), ``merge`` (AB upsampled and merged with the
+    full-resolution L, with random chroma), ``encode`` (PNG)."""
+    import numpy as np
+
+    from semcolor.core.decode import decode_image
+    from semcolor.core.encode import encode_rgb
+
+    ab8 = np.random.default_rng(0).integers(-40, 40, (2, colorizer.size, colorizer.size)).astype(np.int8)
+    times: dict[str, list[float]] = {"decode": [], "preprocess": [], "merge": [], "encode": []}
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        rgb = decode_image(encoded)
+        t1 = time.perf_counter()
+        l8, _ = colorizer.prepare(rgb)
+        t2 = time.perf_counter()
+        out = colorizer.merge(l8, ab8)
+        t3 = time.perf_counter()
+        encode_rgb(out, "png")
+        t4 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            times[key].append(seconds)
+    return times

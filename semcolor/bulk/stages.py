@@ -1,0 +1,212 @@
+"""The three Ray Data stages of bulk colorization, as plain functions / a class (testable without Ray).
+
+1. :func:`decode_rows` (CPU tasks): read bytes (threaded, for object-store latency), decode with EXIF
+   orientation (:func:`semcolor.core.decode.decode_image`), keep the full-resolution lightness as compact uint8
+   ``l8`` bytes and a model-size copy ``small``.
+2. :class:`ColorizeActor` (actor pool, one model load per actor): ``small`` -> ``ab8`` + ``fg8`` at model size.
+3. :func:`merge_encode_write` (CPU tasks): AB upsampled and merged with the full-resolution L, encoded,
+   written atomically to ``output`` (and the mask to ``mask``); returns one result record per row.
+
+Every row travels through all stages, bad rows included (``status == "error"`` with ``kind`` and
+``reason``), so the final records account for every input. Exceptions about one row become that row's
+record; only bugs (and dead processes, which Ray retries) escape.
+
+Columns between stages (N rows, model size S):
+    key, source, output, mask   str (mask "" when not asked for)
+    status, kind, reason        str
+    width, height               int32, the output size (source size after EXIF orientation)
+    source_bytes                int64
+    l8                          binary, H*W bytes: full-resolution L * 255/100, row-major (b"" on error)
+    small                       uint8 (N, S, S): l8 resized to the model size          [decode -> model]
+    ab8                         int8 (N, 2, S, S): predicted a/b in LAB units          [model -> merge]
+    fg8                         uint8 (N, S, S): foreground probability * 255 or class id
+    seconds                     float64, processing time accumulated per row
+    object_store_bytes          int64, bytes of the heavy columns this row carried between stages
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+
+from semcolor.bulk.records import RECORD_SCHEMA
+from semcolor.core import storage
+from semcolor.core.colorizer import (
+    mask_full_resolution,
+    merge_full_resolution,
+    resize_l8,
+    rgb_to_l8,
+)
+from semcolor.core.decode import ERROR, OK, READ_ERROR, DataError, decode_image
+from semcolor.core.encode import encode_mask, encode_rgb
+
+DECODE_FAILED = "decode_failed"
+ENCODE_ERROR = "encode_error"
+WRITE_ERROR = "write_error"
+
+
+def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_threads: int = 8,
+                s3: storage.S3Options | None = None) -> dict[str, np.ndarray]:
+    """Stage 1. In: ``key``, ``source``, ``output``, ``mask``, ``status``, ``kind``, ``reason`` (rows may
+    arrive already failed, e.g. duplicate keys). Out: the stage columns of the module docstring up to ``small``.
+    ``s3``: the driver's S3 settings (workers may have started with another environment).
+    """
+    n = len(batch["key"])
+    status = [str(s) for s in batch["status"]]
+    kinds = [str(k) for k in batch["kind"]]
+    reasons = [str(r) for r in batch["reason"]]
+    sources = [str(s) for s in batch["source"]]
+    todo = [i for i in range(n) if status[i] == OK]
+    with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(todo) or 1))) as pool:
+        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), storage.read_bytes_or_error(sources[i], s3=s3), time.perf_counter()),
+                                        todo)))
+    small = np.zeros((n, size, size), dtype=np.uint8)
+    l8s: list[bytes] = [b""] * n
+    width = np.zeros(n, dtype=np.int32)
+    height = np.zeros(n, dtype=np.int32)
+    source_bytes = np.zeros(n, dtype=np.int64)
+    seconds = np.zeros(n, dtype=np.float64)
+    for i in todo:
+        t_start, data, t_read = blobs[i]
+        started = time.perf_counter()
+        key = str(batch["key"][i])
+        try:
+            if isinstance(data, Exception):
+                kinds[i], reasons[i] = READ_ERROR, f"cannot read {sources[i]}: {type(data).__name__}: {data}"
+                raise _RowFailed
+            source_bytes[i] = len(data)
+            rgb = decode_image(data, max_pixels=max_pixels, key=key)
+            l8 = rgb_to_l8(rgb)
+            del rgb
+            height[i], width[i] = l8.shape
+            small[i] = resize_l8(l8, size)
+            l8s[i] = l8.tobytes()
+        except _RowFailed:
+            status[i] = ERROR
+        except DataError as exc:
+            status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
+        except Exception as exc:  # a decoder bug or MemoryError on one file must not stop the archive
+            status[i], kinds[i] = ERROR, DECODE_FAILED
+            reasons[i] = f"unexpected {type(exc).__name__} while decoding: {exc}"
+        seconds[i] = (t_read - t_start) + (time.perf_counter() - started)
+    carried = np.array([len(b) for b in l8s], dtype=np.int64) + size * size
+    return {
+        "key": batch["key"], "source": batch["source"], "output": batch["output"], "mask": batch["mask"],
+        "status": np.array(status, dtype=object), "kind": np.array(kinds, dtype=object),
+        "reason": np.array(reasons, dtype=object), "width": width, "height": height,
+        "source_bytes": source_bytes, "l8": np.array(l8s, dtype=object), "small": small,
+        "seconds": seconds, "object_store_bytes": carried,
+    }
+
+
+class _RowFailed(Exception):
+    """Internal: the row's kind/reason are already set."""
+
+
+class ColorizeActor:
+    """Stage 2: loads :class:`semcolor.core.colorizer.Colorizer` once per actor; ``small`` -> ``ab8``, ``fg8``.
+
+    ``threads``: torch intra-op threads for this actor (CPU inference). Inference is deterministic
+    (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
+    """
+
+    def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None) -> None:
+        import torch
+
+        from semcolor.model.inference import load_colorizer, make_deterministic
+
+        if threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
+        make_deterministic()
+        self.colorizer = load_colorizer(checkpoint, device=device, size=size)
+        self.size = size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        small = batch.pop("small")
+        n = len(small)
+        ok = np.array([s == OK for s in batch["status"]], dtype=bool)
+        ab8 = np.zeros((n, 2, self.size, self.size), dtype=np.int8)
+        fg8 = np.zeros((n, self.size, self.size), dtype=np.uint8)
+        if ok.any():
+            ab8[ok], fg8[ok] = self.colorizer.predict(small[ok])
+        share = (time.perf_counter() - started) / max(1, int(ok.sum()))
+        batch["seconds"] = batch["seconds"] + np.where(ok, share, 0.0)
+        batch["object_store_bytes"] = batch["object_store_bytes"] + np.array(
+            [len(b) for b in batch["l8"]], dtype=np.int64) + ab8[0].nbytes + fg8[0].nbytes
+        batch["ab8"], batch["fg8"] = ab8, fg8
+        return batch
+
+
+def _colorize_row(l8_bytes: bytes, height: int, width: int, ab8: np.ndarray, fg8: np.ndarray, output: str,
+                  mask_url: str, fmt: str, quality: int, n_classes: int, s3: storage.S3Options | None) -> int:
+    """Merge, encode and write one row; returns bytes written. Raises _StageError naming the step."""
+    try:
+        l8 = np.frombuffer(l8_bytes, dtype=np.uint8).reshape(height, width)
+        image = encode_rgb(merge_full_resolution(l8, ab8), fmt, quality)
+        mask = encode_mask(mask_full_resolution(fg8, height, width, n_classes)) if mask_url else b""
+    except Exception as exc:
+        raise _StageError(ENCODE_ERROR, f"cannot merge/encode {fmt}: {type(exc).__name__}: {exc}") from exc
+    try:
+        if mask_url:
+            storage.write_bytes(mask_url, mask, s3=s3)
+        storage.write_bytes(output, image, s3=s3)  # both written before the caller makes the ok record
+    except Exception as exc:
+        raise _StageError(WRITE_ERROR, f"cannot write {output}: {type(exc).__name__}: {exc}") from exc
+    return len(image) + len(mask)
+
+
+class _StageError(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_classes: int,
+                       run_id: str, s3: storage.S3Options | None = None) -> pa.Table:
+    """Stage 3: full-resolution merge + encode + atomic write per ok row -> records (:data:`RECORD_SCHEMA`).
+
+    A row's record says ok only after its image (and mask) were written; failures become error records.
+    """
+    n = len(batch["key"])
+    status = [str(s) for s in batch["status"]]
+    kinds = [str(k) for k in batch["kind"]]
+    reasons = [str(r) for r in batch["reason"]]
+    outputs: list[str | None] = [str(o) for o in batch["output"]]
+    masks: list[str | None] = [str(m) or None for m in batch["mask"]]
+    written = np.zeros(n, dtype=np.int64)
+    seconds = np.asarray(batch["seconds"], dtype=np.float64).copy()
+    finished = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        started = time.perf_counter()
+        if status[i] == OK:
+            try:
+                written[i] = _colorize_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
+                                           batch["ab8"][i], batch["fg8"][i], outputs[i], masks[i] or "",
+                                           fmt, quality, n_classes, s3)
+            except _StageError as exc:
+                status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
+        if status[i] != OK:
+            outputs[i] = masks[i] = None
+        seconds[i] += time.perf_counter() - started
+        finished[i] = time.time()
+    return pa.table({
+        "key": pa.array([str(k) for k in batch["key"]], pa.string()),
+        "source": pa.array([str(s) for s in batch["source"]], pa.string()),
+        "output": pa.array(outputs, pa.string()),
+        "mask": pa.array(masks, pa.string()),
+        "status": pa.array(status, pa.string()),
+        "kind": pa.array(kinds, pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        "width": pa.array(np.asarray(batch["width"], dtype=np.int32)),
+        "height": pa.array(np.asarray(batch["height"], dtype=np.int32)),
+        "source_bytes": pa.array(np.asarray(batch["source_bytes"], dtype=np.int64)),
+        "output_bytes": pa.array(written),
+        "seconds": pa.array(seconds),
+        "object_store_bytes": pa.array(np.asarray(batch["object_store_bytes"], dtype=np.int64)),
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "finished_at": pa.array(finished),
+    }, schema=RECORD_SCHEMA)

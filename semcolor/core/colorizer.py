@@ -1,0 +1,173 @@
+"""The one inference core shared by bulk colorization, evaluation, the Serve replica and the demo.
+
+Flow (as DDColor's pipeline): the source's lightness is kept at full resolution as compact uint8 ``l8``
+(L * 255 / 100); a resized copy at model size goes through the network; the predicted AB (model size) is
+upsampled and merged with the full-resolution L, so outputs keep the source's exact size and detail.
+
+Arrays: ``l8`` uint8 (H, W); ``ab8`` int8 (2, S, S) in LAB units (a/b fit in [-127, 127]);
+``fg8`` uint8 (S, S) foreground probability * 255 (binary) or class id (multi-class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from semcolor.core import color
+
+L8_SCALE = 255.0 / 100.0
+MERGE_CHUNK_PIXELS = 1 << 20  # LAB->RGB in row bands of about 1 MP to bound memory on 12+ MP scans
+
+
+def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel lookup tables uint8 -> float32 contribution to CIE Y (linearised sRGB x XYZ row Y)."""
+    v = np.arange(256, dtype=np.float64) / 255.0
+    linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    weights = color._RGB_TO_XYZ[1].numpy()  # Y of D65 white is 1.0, so no white-point division
+    return tuple((linear * w).astype(np.float32) for w in weights)  # type: ignore[return-value]
+
+
+_Y_LUTS = _srgb_luminance_luts()
+
+
+def _luminance_to_l8(y: np.ndarray) -> np.ndarray:
+    """CIE Y float32 (any shape) -> uint8 L * 255/100, the same formula as color.rgb_to_lab."""
+    f = np.where(y > color._EPS, np.cbrt(y), (color._KAPPA * y + 16.0) / 116.0)
+    return np.clip(np.rint((116.0 * f - 16.0) * L8_SCALE), 0, 255).astype(np.uint8)
+
+
+def _rgb_band_to_l8(rgb: np.ndarray) -> np.ndarray:
+    y = _Y_LUTS[0][rgb[..., 0]]
+    y += _Y_LUTS[1][rgb[..., 1]]
+    y += _Y_LUTS[2][rgb[..., 2]]
+    return _luminance_to_l8(y)
+
+
+_GRAY_L8 = _rgb_band_to_l8(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
+"""L8 of gray value v (R = G = B = v): a 256-entry table, identical to the RGB path for gray pixels."""
+
+
+def rgb_to_l8(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) or gray (H, W) -> uint8 L * 255/100 (H, W).
+
+    CIELAB L depends on luminance Y only, so it is computed with per-channel lookup tables (sRGB
+    linearisation x the Y row of the sRGB->XYZ matrix) and a cube root in float32, in row bands of
+    about MERGE_CHUNK_PIXELS: the same formula as :func:`semcolor.core.color.rgb_to_lab`, ~25x faster
+    than the general LAB path on CPU. Gray input is a single table lookup.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or (rgb.ndim == 3 and rgb.shape[2] != 3):
+        raise ValueError(f"rgb must be uint8 (H, W, 3) or (H, W); got {rgb.dtype} {rgb.shape}")
+    if rgb.ndim == 2:
+        return _GRAY_L8[rgb]
+    out = np.empty(rgb.shape[:2], dtype=np.uint8)
+    rows = max(1, MERGE_CHUNK_PIXELS // max(1, rgb.shape[1]))
+    for top in range(0, rgb.shape[0], rows):
+        out[top:top + rows] = _rgb_band_to_l8(rgb[top:top + rows])
+    return out
+
+
+def resize_l8(l8: np.ndarray, size: int) -> np.ndarray:
+    """Full-resolution l8 (H, W) -> (size, size) with Pillow's area-averaging (box) filter for downscaling."""
+    img = Image.fromarray(l8, mode="L")
+    shrinking = img.width >= size and img.height >= size
+    return np.asarray(img.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR))
+
+
+def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
+    """Full-res l8 (H, W) + model-size ab8 (2, S, S) int8 LAB units -> uint8 RGB (H, W, 3).
+
+    AB is upsampled bilinearly to (H, W) and merged band by band with the full-resolution L.
+    """
+    h, w = l8.shape
+    ab = torch.from_numpy(ab8.astype(np.float32))[None]
+    ab_full = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)[0]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, MERGE_CHUNK_PIXELS // max(1, w))
+    for top in range(0, h, rows):
+        lightness = torch.from_numpy(l8[top:top + rows].astype(np.float32) / L8_SCALE)[None, None]
+        rgb = color.merge_l_ab(lightness, ab_full[None, :, top:top + rows])
+        out[top:top + rows] = color.float_to_uint8(rgb)[0].numpy()
+    return out
+
+
+def mask_full_resolution(fg8: np.ndarray, height: int, width: int, n_classes: int) -> np.ndarray:
+    """Model-size fg8 (S, S) -> full-resolution mask uint8 (H, W): 0/255 (binary) or class ids (nearest)."""
+    if n_classes == 2:
+        prob = torch.from_numpy(fg8.astype(np.float32))[None, None]
+        up = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        return np.where(up.numpy() > 127.5, 255, 0).astype(np.uint8)
+    return np.asarray(Image.fromarray(fg8, mode="L").resize((width, height), Image.Resampling.NEAREST))
+
+
+class Predictor(Protocol):
+    """A model at one resolution, on some backend and device (see :mod:`semcolor.model.inference`)."""
+
+    size: int
+    """Model resolution in pixels (square)."""
+    n_classes: int
+
+    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for logs and health checks: arch, backend, device, ..."""
+        ...
+
+
+@dataclass
+class Colorizer:
+    """The one inference core: prepare (full-resolution L + its model-size copy) -> predict -> finish (merge).
+
+    Bulk colorization, evaluation, the Serve replica and the demo all run these same three steps; each front end
+    only decides where they run (a Ray task, an actor, a request thread). Build one with
+    :func:`semcolor.model.inference.load_colorizer`.
+    """
+
+    predictor: Predictor
+
+    @property
+    def size(self) -> int:
+        return self.predictor.size
+
+    @property
+    def n_classes(self) -> int:
+        return self.predictor.n_classes
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution uint8 RGB (H, W, 3) or gray (H, W) -> (l8 (H, W), l8_small (S, S))."""
+        l8 = rgb_to_l8(image)
+        return l8, resize_l8(l8, self.size)
+
+    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+        if l8_small.ndim != 3 or l8_small.shape[1:] != (self.size, self.size):
+            raise ValueError(f"l8_small must be (B, S, S) with S = {self.size}; got {l8_small.shape}")
+        return self.predictor.predict(l8_small)
+
+    def merge(self, l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
+        """Full-res l8 (H, W) + model-size ab8 (2, S, S) -> RGB uint8 (H, W, 3)."""
+        return merge_full_resolution(l8, ab8)
+
+    def mask(self, l8: np.ndarray, fg8: np.ndarray) -> np.ndarray:
+        """Model-size fg8 (S, S) -> mask uint8 at l8's (H, W): 0/255 (binary) or class ids."""
+        return mask_full_resolution(fg8, *l8.shape, self.n_classes)
+
+    def finish(self, l8: np.ndarray, ab8: np.ndarray, fg8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-res l8 (H, W) + one image's model-size outputs -> (RGB uint8 (H, W, 3), mask uint8 (H, W))."""
+        return self.merge(l8, ab8), self.mask(l8, fg8)
+
+    def colorize(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One full-resolution uint8 RGB (H, W, 3) or gray (H, W) image -> (RGB uint8 (H, W, 3), mask uint8 (H, W))."""
+        return self.colorize_many([image])[0]
+
+    def colorize_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Batch of full-resolution images (any sizes) -> [(RGB uint8, mask uint8)], one forward pass."""
+        prepared = [self.prepare(image) for image in images]
+        ab8, fg8 = self.predict(np.stack([small for _, small in prepared]))
+        return [self.finish(l8, ab, fg) for (l8, _), ab, fg in zip(prepared, ab8, fg8)]

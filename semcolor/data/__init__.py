@@ -1,0 +1,2 @@
+"""Training data: pairs (listing, pairing, manifests, split), the Ray Data read pipeline, torch preprocessing and
+the synthetic world."""

@@ -1,0 +1,60 @@
+"""uint8 training batches -> model tensors, in torch on the batch's device: LAB, targets, augmentation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from semcolor.core import color
+from semcolor.core.decode import IGNORE_INDEX
+
+
+def _crop(x: Tensor, tops: Tensor, lefts: Tensor, crop: int) -> Tensor:
+    """Per-sample crop of (B, H, W, ...) at (tops[i], lefts[i]) -> (B, crop, crop, ...)."""
+    return torch.stack([x[i, t:t + crop, l:l + crop] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist()))])
+
+
+def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, crop: int | None = None,
+                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """uint8 batches -> model tensors, on the inputs' device.
+
+    In: ``rgb`` uint8 (B, H, W, 3); ``mask`` uint8 (B, H, W).
+    Out: ``l`` float (B, 1, H', W') = L / 100 in [0, 1]; ``ab`` float (B, 2, H', W') = ab / 110
+    (see :mod:`semcolor.core.color`); ``target`` int64 (B, H', W'): with n_classes == 2, 1 where mask > 127
+    else 0; with n_classes > 2, the mask value (class id), :data:`IGNORE_INDEX` (255) kept as ignore.
+    ``train``: each sample is flipped horizontally with probability 1/2 and, with ``crop``, cropped at a
+    random place (image and mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
+    """
+    if rgb.dtype != torch.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must be uint8 (B, H, W, 3); got {rgb.dtype} {tuple(rgb.shape)}")
+    if mask.dtype != torch.uint8 or tuple(mask.shape) != tuple(rgb.shape[:3]):
+        raise ValueError(f"mask must be uint8 (B, H, W) = {tuple(rgb.shape[:3])}; got {mask.dtype} {tuple(mask.shape)}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    batch, height, width = mask.shape
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if train:
+        flip = (torch.rand(batch, generator=generator, device=gen_device) < 0.5).to(rgb.device)
+        rgb = torch.where(flip.view(-1, 1, 1, 1), rgb.flip(2), rgb)
+        mask = torch.where(flip.view(-1, 1, 1), mask.flip(2), mask)
+    if crop is not None:
+        if not 0 < crop <= min(height, width):
+            raise ValueError(f"crop must be in 1..{min(height, width)} for {height}x{width} inputs, got {crop}")
+        if train:
+            tops = torch.randint(0, height - crop + 1, (batch,), generator=generator, device=gen_device)
+            lefts = torch.randint(0, width - crop + 1, (batch,), generator=generator, device=gen_device)
+        else:
+            tops = torch.full((batch,), (height - crop) // 2)
+            lefts = torch.full((batch,), (width - crop) // 2)
+        rgb, mask = _crop(rgb, tops, lefts, crop), _crop(mask, tops, lefts, crop)
+    lab = color.rgb_to_lab(color.uint8_to_float(rgb))
+    lightness, ab = color.split_lab(lab)
+    if n_classes == 2:
+        target = (mask > 127).long()
+    else:
+        target = mask.long()
+        invalid = (target >= n_classes) & (target != IGNORE_INDEX)
+        if bool(invalid.any()):
+            bad = sorted(set(target[invalid].unique().tolist()))
+            raise ValueError(f"mask values {bad[:10]} are neither class ids 0..{n_classes - 1} nor {IGNORE_INDEX} (ignore)")
+    return {"l": color.l_to_model(lightness), "ab": ab, "target": target}

@@ -1,0 +1,1 @@
+"""`semcolor demo`: the whole product in one command, and its contact sheet."""

@@ -1,0 +1,87 @@
+"""Model checkpoints as a directory: ``config.json`` + ``model.safetensors`` (no pickle, ever).
+
+The same two files sit in every Ray Train checkpoint directory, so every command takes either.
+Works on local paths and any URL semcolor.core.storage accepts (s3://, memory://, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from semcolor.core import storage
+from semcolor.model.network import ModelConfig, SegColorModel, build_model
+from semcolor.model.weights import clean_state_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not match its config; the message names the file."""
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors of ``model`` (unwrapping DDP), keys without ``module.`` prefixes."""
+    inner = getattr(model, "module", model)
+    return {k: v.detach().cpu().contiguous() for k, v in clean_state_dict(inner.state_dict()).items()}
+
+
+def save(model: nn.Module, config: ModelConfig, url: str, extra: dict[str, Any] | None = None) -> str:
+    """Write ``url/config.json`` and ``url/model.safetensors``; returns ``url``.
+
+    ``extra`` (JSON-serialisable, e.g. epoch and metrics) is stored under "extra" in config.json.
+    """
+    storage.makedirs(url)
+    doc = {"format_version": FORMAT_VERSION, "model": config.to_dict(), "extra": extra or {}}
+    storage.write_bytes(storage.join(url, WEIGHTS_NAME), st_save(model_state(model)))
+    storage.write_bytes(storage.join(url, CONFIG_NAME), json.dumps(doc, indent=2).encode())
+    return url
+
+
+def load_config(url: str) -> tuple[ModelConfig, dict[str, Any]]:
+    """Read ``url/config.json`` -> (ModelConfig, extra)."""
+    path = storage.join(url, CONFIG_NAME)
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: not found; a checkpoint is a directory with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}") from e
+    try:
+        doc = json.loads(raw)
+        config = ModelConfig.from_dict(dict(doc["model"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a semcolor model config ({e})") from e
+    if doc.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {doc['format_version']} is newer than this semcolor "
+                              f"({FORMAT_VERSION}); upgrade semcolor")
+    return config, doc.get("extra", {})
+
+
+def load(url: str, device: str | torch.device = "cpu") -> tuple[SegColorModel, ModelConfig]:
+    """Rebuild the model from ``url`` alone (random init, then strict load of the saved weights); eval mode."""
+    config, _ = load_config(url)
+    config.pretrained = None  # the saved weights replace any pretrained init
+    path = storage.join(url, WEIGHTS_NAME)
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: not found beside {CONFIG_NAME}") from e
+    try:
+        state = st_load(raw)
+    except Exception as e:  # SafetensorError, and OSError/ValueError for some truncations
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from e
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise CheckpointError(f"{path}: weights do not match {CONFIG_NAME} (arch={config.arch}, "
+                              f"n_classes={config.n_classes}): {' '.join(first)}") from e
+    return model.to(device).eval(), config

@@ -1,0 +1,86 @@
+"""The model behind :class:`semcolor.core.colorizer.Colorizer`: a checkpoint loaded on a device, predicting at model size.
+
+``load_colorizer(url)`` is what every front end calls (bulk actors, evaluation, the Serve replica, the demo).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from semcolor.core.colorizer import Colorizer
+from semcolor.model.config import ModelConfig
+from semcolor.model.network import SegColorModel
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """"auto"/None -> cuda when available, else cpu; otherwise the named device."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_deterministic() -> None:
+    """Inference that gives the same bytes for the same input, whatever the batch (byte-identical reruns)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class TorchPredictor:
+    """A PyTorch model at one resolution on one device; on CUDA with bf16 autocast and channels_last."""
+
+    model: SegColorModel
+    config: ModelConfig
+    device: torch.device
+    size: int
+
+    @property
+    def n_classes(self) -> int:
+        return self.config.n_classes
+
+    @torch.inference_mode()
+    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+        x = torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True)
+        x = (x.float() / 255.0)[:, None]  # L / 100 in [0, 1]
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                seg, ab = self.model(x)
+        else:
+            seg, ab = self.model(x)
+        ab8 = (ab.float() * self.config.ab_scale).round().clamp(-127, 127).to(torch.int8)
+        if self.config.n_classes == 2:
+            fg8 = (seg.float().softmax(dim=1)[:, 1] * 255.0).round().to(torch.uint8)
+        else:
+            fg8 = seg.argmax(dim=1).to(torch.uint8)
+        return ab8.cpu().numpy(), fg8.cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.config.arch, "n_classes": self.config.n_classes, "size": self.size,
+                "backend": "torch", "device": str(self.device)}
+
+
+def load_predictor(url: str, device: str | None = "auto", size: int | None = None) -> TorchPredictor:
+    """The checkpoint at ``url`` (a model directory) on ``device``, predicting at ``size`` (default: its own)."""
+    from semcolor.model.checkpoint import load
+
+    dev = resolve_device(device)
+    model, config = load(url, device=dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    size = int(size or config.input_size)
+    if size < 32:
+        raise ValueError(f"model size must be >= 32 pixels; got {size}")
+    return TorchPredictor(model=model, config=config, device=dev, size=size)
+
+
+def load_colorizer(url: str, device: str | None = "auto", size: int | None = None) -> Colorizer:
+    """A :class:`Colorizer` around the checkpoint at ``url`` (see :func:`load_predictor`)."""
+    return Colorizer(load_predictor(url, device, size))

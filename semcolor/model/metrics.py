@@ -1,0 +1,163 @@
+"""Mergeable metric accumulators: segmentation from a confusion matrix, colorization per image.
+
+Both merge across batches and across workers by summing their state (``merge`` or ``+``, or ``to_tensor`` for
+``torch.distributed.all_reduce``): never average per-batch or per-worker ratios.
+Colorization is measured on RGB uint8 rebuilt from ground-truth L + predicted AB (see semcolor.evaluation.job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from semcolor.core.decode import IGNORE_INDEX
+
+PSNR_CAP_DB = 100.0
+"""PSNR of an exact match is infinite; it is capped here so averages stay finite."""
+
+
+@dataclass
+class SegmentationAccumulator:
+    """Confusion matrix ``matrix[true, pred]`` (int64) over every labelled pixel seen."""
+
+    n_classes: int
+    matrix: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.matrix is None:
+            self.matrix = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """pred, target: (B, H, W) class ids; target 255 = ignore."""
+        pred_t = torch.as_tensor(pred).reshape(-1).long().cpu()
+        true_t = torch.as_tensor(target).reshape(-1).long().cpu()
+        keep = (true_t != IGNORE_INDEX) & (true_t >= 0) & (true_t < self.n_classes)
+        idx = true_t[keep] * self.n_classes + pred_t[keep].clamp(0, self.n_classes - 1)
+        counts = torch.bincount(idx, minlength=self.n_classes**2).reshape(self.n_classes, self.n_classes)
+        self.matrix += counts.numpy()
+
+    def merge(self, other: "SegmentationAccumulator") -> "SegmentationAccumulator":
+        if other.n_classes != self.n_classes:
+            raise ValueError(f"cannot merge {other.n_classes}-class into {self.n_classes}-class accumulator")
+        return SegmentationAccumulator(self.n_classes, self.matrix + other.matrix)
+
+    __add__ = merge
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.as_tensor(self.matrix, dtype=torch.float64).reshape(-1)
+
+    @classmethod
+    def from_tensor(cls, n_classes: int, t: torch.Tensor) -> "SegmentationAccumulator":
+        return cls(n_classes, t.detach().cpu().round().to(torch.int64).reshape(n_classes, n_classes).numpy())
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU (n_classes,); NaN for a class absent from both prediction and truth."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def result(self) -> dict[str, float | list[float]]:
+        total = self.matrix.sum()
+        iou = self.iou()
+        return {
+            "pixel_accuracy": float(np.diag(self.matrix).sum() / total) if total else float("nan"),
+            "iou": [float(v) for v in iou],
+            "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        }
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler–Süsstrunk colorfulness of an (H, W, 3) RGB image (uint8 scale)."""
+    x = rgb.astype(np.float64)
+    rg = x[..., 0] - x[..., 1]
+    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def is_grayscale(rgb: np.ndarray, tolerance: int = 2) -> bool:
+    """True when every pixel's channels differ by at most ``tolerance`` levels (a gray source)."""
+    x = rgb.astype(np.int16)
+    return bool(np.abs(x[..., 0] - x[..., 1]).max() <= tolerance and np.abs(x[..., 1] - x[..., 2]).max() <= tolerance)
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR in dB (peak 255) of two uint8 images, capped at PSNR_CAP_DB."""
+    mse = float(np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2))
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10.0 * np.log10(255.0**2 / mse))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf floats -> None, recursively through dicts and lists (metric files stay valid JSON)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+_COLOR_FIELDS = ("mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true")
+
+
+@dataclass
+class ColorAccumulator:
+    """Per-image colorization metrics summed over images; ``result`` averages them.
+
+    Grayscale sources are counted in ``skipped_gray`` and left out of every average.
+    """
+
+    sums: np.ndarray = field(default_factory=lambda: np.zeros(len(_COLOR_FIELDS), dtype=np.float64))
+    count: int = 0
+    skipped_gray: int = 0
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        """pred, truth: uint8 (B, H, W, 3) or (H, W, 3) RGB images of equal shape."""
+        pred, truth = np.asarray(pred), np.asarray(truth)
+        if pred.shape != truth.shape or pred.dtype != np.uint8 or truth.dtype != np.uint8:
+            raise ValueError(f"need equal-shape uint8 images; got {pred.shape} {pred.dtype} vs "
+                             f"{truth.shape} {truth.dtype}")
+        if pred.ndim == 3:
+            pred, truth = pred[None], truth[None]
+        for p, t in zip(pred, truth):
+            if is_grayscale(t):
+                self.skipped_gray += 1
+                continue
+            mse = float(np.mean((p.astype(np.float64) - t.astype(np.float64)) ** 2))
+            side = min(t.shape[:2])
+            if side < 3:
+                raise ValueError(f"images must be at least 3x3 for SSIM; got {t.shape[:2]}")
+            win = 7 if side >= 7 else side - (1 - side % 2)  # largest odd window that fits
+            ssim = structural_similarity(p, t, channel_axis=-1, data_range=255, win_size=win)
+            self.sums += np.array([mse, psnr(p, t), ssim, colorfulness(p), colorfulness(t)])
+            self.count += 1
+
+    def merge(self, other: "ColorAccumulator") -> "ColorAccumulator":
+        return ColorAccumulator(self.sums + other.sums, self.count + other.count,
+                                self.skipped_gray + other.skipped_gray)
+
+    __add__ = merge
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.as_tensor(np.concatenate([self.sums, [self.count, self.skipped_gray]]), dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "ColorAccumulator":
+        v = t.detach().cpu().double().numpy()
+        n = len(_COLOR_FIELDS)
+        return cls(v[:n].copy(), int(round(v[n])), int(round(v[n + 1])))
+
+    def result(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        for name, total in zip(_COLOR_FIELDS, self.sums):
+            out[name] = float(total / self.count) if self.count else float("nan")
+        out["colorfulness_ratio"] = (out["colorfulness_pred"] / out["colorfulness_true"]
+                                     if self.count and out["colorfulness_true"] else float("nan"))
+        out["images"] = self.count
+        out["skipped_gray"] = self.skipped_gray
+        return out

@@ -1,0 +1,124 @@
+"""TrainConfig: every knob of a training run, validated once, shared by the driver (driver.py) and the workers
+(loop.py). Plain data (JSON-serialisable), so it travels to Ray workers and into run records as it is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from semcolor.data.pairs import images_option, manifest_option, masks_option
+from semcolor.model.config import (
+    ARCHS,
+    COLOR_LOSSES,
+    COLOR_MASKS,
+    LossConfig,
+    ModelConfig,
+)
+from semcolor.options import option
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """A training run. Sizes in pixels, learning rates per step, times in minutes.
+
+    Data: ``images`` + ``masks`` (two prefixes) or ``manifest``; with none of them, ``synth_n`` synthetic pairs are
+    generated into the run directory (and the log says so). The split is a hash of each key (seed 0), so
+    ``semcolor evaluate --val-fraction`` sees the same validation pairs.
+    """
+
+    images: str | None = images_option()
+    masks: str | None = masks_option()
+    manifest: str | None = manifest_option()
+    arch: str = option("unet", choices=ARCHS, help="network: unet (skip connections) or resnet34 (the reference's "
+                       "transposed-conv decoder)")
+    n_classes: int = option(2, help="segmentation classes: 2 = binary masks (value > 127 is foreground); more = "
+                            "class-id masks, 255 = ignore")
+    size: int = option(128, help="training resolution in pixels (images are squashed to size x size)")
+    pretrained: str | None = option(None, help="encoder weights: 'imagenet' (torchvision download) or a local "
+                                    ".safetensors / state-dict file; default random init")
+    epochs: int = option(10, help="epochs to train (a resumed run continues up to this many)")
+    batch_size: int = option(16, help="images per step per worker; the global batch is batch_size x workers")
+    lr: float = option(1e-3, help="peak AdamW learning rate, reached after the warm-up")
+    weight_decay: float = option(1e-4, help="AdamW weight decay (not applied to norms and biases)")
+    warmup_epochs: float = option(1.0, help="epochs of linear learning-rate warm-up")
+    min_lr_ratio: float = option(0.02, help="the cosine decays the learning rate to lr x min_lr_ratio at the last "
+                                 "step")
+    grad_clip: float = option(1.0, help="max global L2 norm of the gradients (0 disables clipping)")
+    seg_weight: float = option(1.0, help="weight of the segmentation cross-entropy in the loss")
+    color_weight: float = option(1.0, help="weight of the color term in the loss")
+    color_mask: str = option("all", choices=COLOR_MASKS, help="pixels the color loss counts: all, or foreground "
+                             "only (the reference's choice, which never learns background color)")
+    color_loss: str = option("mse", choices=COLOR_LOSSES, help="color loss on AB")
+    workers: int = option(2, help="Ray Train workers (data-parallel DDP)")
+    cpus_per_worker: float = option(1.0, help="Ray CPUs per worker; torch uses max(1, round(cpus_per_worker)) "
+                                    "threads")
+    gpus_per_worker: float = option(0.0, help="GPUs per worker (> 0: CUDA, NCCL, bf16 autocast)")
+    storage: str = option("runs", help="run storage: a local folder or s3:// (any URL semcolor.core.storage "
+                          "accepts with a pyarrow filesystem)")
+    name: str | None = option(None, help="run name (the run directory is STORAGE/NAME); rerunning with the same "
+                              "name resumes from its last checkpoint; default arch-size-timestamp")
+    val_fraction: float = option(0.2, help="share of pairs held out for validation (a hash of each key, so "
+                                 "`semcolor evaluate --val-fraction` sees the same pairs)")
+    limit: int | None = option(None, help="use only the first N pairs")
+    synth_n: int = option(64, help="pairs to synthesize into the run directory when no data is given")
+    seed: int = option(0, help="seed of initialisation, shuffling and augmentation")
+    max_failures: int = option(2, help="worker failures Ray Train recovers from (from the last checkpoint)")
+    keep: int = option(2, help="checkpoints kept: the best KEEP by validation mIoU (and the latest, for resuming)")
+    time_budget: float | None = option(None, help="minutes of training, counted once the data is decoded: "
+                                       "training stops after the epoch in which the budget runs out, and the cosine "
+                                       "schedule anneals by the budget's end as well as by --epochs (whichever "
+                                       "comes first)")
+    shuffle_buffer: int = option(256, help="rows in each worker's local shuffle buffer")
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"Wrong arch {self.arch!r}; supported: {list(ARCHS)}")
+        if (self.images is None) != (self.masks is None):
+            raise ValueError("give both images and masks (two prefixes), or a manifest, or neither (synthetic data)")
+        if self.manifest is not None and self.images is not None:
+            raise ValueError("give either manifest or images + masks, not both")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "workers": self.workers,
+                    "size": self.size, "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{key} must be positive; got {value}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1) (some pairs to train on, some to validate); "
+                             f"got {self.val_fraction}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, grad_clip >= 0; got "
+                             f"{self.lr}, {self.weight_decay}, {self.warmup_epochs}, {self.grad_clip}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ValueError(f"need cpus_per_worker > 0 and gpus_per_worker >= 0; got {self.cpus_per_worker}, "
+                             f"{self.gpus_per_worker}")
+        if self.keep < 1 or self.max_failures < 0:
+            raise ValueError(f"need keep >= 1 and max_failures >= 0; got {self.keep}, {self.max_failures}")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be positive; got {self.limit}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time_budget must be positive minutes; got {self.time_budget}")
+        self.model_config()  # validates n_classes, size, pretrained
+        self.loss_config()  # validates the loss knobs
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained)
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(seg_weight=self.seg_weight, color_weight=self.color_weight, color_mask=self.color_mask,
+                          color_loss=self.color_loss)
+
+    @property
+    def has_data(self) -> bool:
+        return self.images is not None or self.manifest is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,252 @@
+"""The per-worker Ray Train loop (Train v2): DDP model, AdamW with linear warm-up + cosine decay per step,
+gradient clipping, bf16 autocast on GPU, per-epoch validation merged across workers, a checkpoint every epoch,
+resume from ``ray.train.get_checkpoint()``.
+
+A checkpoint directory holds ``config.json`` + ``model.safetensors`` (semcolor.model.checkpoint: the model is never
+pickled, so every command takes it as a model directory) plus the training state: ``train_state.json`` (epoch,
+step, history of per-epoch metrics) and ``optimizer.pt`` (optimizer and LR-scheduler state dicts, tensors only,
+read back with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from semcolor.data.preprocess import preprocess_batch
+from semcolor.model import checkpoint as ckpt
+from semcolor.model.losses import multitask_loss
+from semcolor.train.config import TrainConfig
+from semcolor.train.validation import all_reduce_sum, all_reduce_totals, validate
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "train_state.json"
+OPTIMIZER_NAME = "optimizer.pt"
+VAL_BATCH_SIZE = 16
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float, time_fraction: float = 0.0) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based): linear warm-up to 1 over ``warmup_steps``,
+    then a cosine from 1 to ``min_ratio`` at ``total_steps``; ``min_ratio`` after that.
+
+    ``time_fraction`` (elapsed / time budget, 0 without a budget): the cosine runs at the further along of step
+    progress and time progress, so a time-budgeted run ends annealed whatever its speed.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(progress, time_fraction))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, deadline: float | None = None
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on norms and biases) and the per-step warm-up + cosine schedule (the cosine also
+    follows the time budget when ``deadline``, a time.time() value, is given)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    total = config.epochs * steps_per_epoch
+    budget_s = 60.0 * config.time_budget if (config.time_budget and deadline) else None
+
+    def factor(step: int) -> float:  # a closure, not an object: LambdaLR's state dict then holds no deadline
+        elapsed = 0.0 if budget_s is None else 1.0 - (deadline - time.time()) / budget_s
+        return lr_factor(step, warmup, total, config.min_lr_ratio, max(0.0, elapsed))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, scheduler
+
+
+def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], str | None] | None:
+    """Load the latest reported checkpoint into ``model``: -> (train state, optimizer file) or None.
+
+    The optimizer file is copied to a temp file the caller removes (the checkpoint dir may be temporary).
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        saved, _ = ckpt.load_config(folder)
+        wanted = config.model_config()
+        if (saved.arch, saved.n_classes) != (wanted.arch, wanted.n_classes):
+            raise ValueError(f"the run's checkpoint {checkpoint.path} has arch={saved.arch}, n_classes="
+                             f"{saved.n_classes}, but this run asks for arch={wanted.arch}, n_classes="
+                             f"{wanted.n_classes}; use a new --name for a different model")
+        loaded, _ = ckpt.load(folder)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        with open(os.path.join(folder, STATE_NAME)) as f:
+            state = json.load(f)
+        fd, optim_copy = tempfile.mkstemp(suffix=".pt")
+        with os.fdopen(fd, "wb") as out, open(os.path.join(folder, OPTIMIZER_NAME), "rb") as src:
+            out.write(src.read())
+    log.info("resuming from %s: epoch %d done, step %d", checkpoint.path, state["epoch"], state["step"])
+    return state, optim_copy
+
+
+def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any],
+                     metrics: dict[str, Any], rank: int) -> None:
+    """Every worker reports ``metrics``; rank 0 attaches a checkpoint written into a temp dir."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="semcolor-ckpt-") as folder:
+        ckpt.save(model, config.model_config(), folder,
+                  extra={"epoch": state["epoch"], "metrics": metrics, "train_config": config.to_dict()})
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   os.path.join(folder, OPTIMIZER_NAME))
+        with open(os.path.join(folder, STATE_NAME), "w") as f:
+            json.dump(state, f, indent=1)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_dir_name=f"checkpoint_epoch{state['epoch']:04d}")
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """One progress line per epoch (rank 0 prints it; Ray shows it on the driver)."""
+    m = metrics
+    return (f"epoch {m['epoch'] + 1}/{epochs}: loss {m['train_loss']:.4f} (seg {m['train_seg_loss']:.4f}, color "
+            f"{m['train_color_loss']:.4f}), {m['train_images_per_s']:.1f} img/s; val mIoU {m['val_miou']:.3f}, PSNR "
+            f"{m['val_psnr']:.2f} dB (gray {m['val_gray_psnr']:.2f}), colorfulness {m['val_colorfulness_ratio']:.2f} "
+            f"of truth")
+
+
+def _deadline_passed(deadline: float | None) -> bool:
+    """Rank 0's clock decides for everyone (a MAX over workers of the local decision)."""
+    if deadline is None:
+        return False
+    flag = torch.tensor([1.0 if time.time() >= deadline else 0.0], dtype=torch.float64)
+    return bool(all_reduce_sum(flag).item() > 0)
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train 2.60 logs every report at INFO through a logger named by its file path, not ``ray.train.*``, so
+    RunConfig's log level misses it: one line per worker per epoch that repeats the metrics. Raise that logger's
+    level (and do nothing if the module moved)."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``loop_config``: ``train`` (TrainConfig dict), ``steps_per_epoch``, ``run_dir``,
+    ``deadline`` (time.time() seconds or None)."""
+    import ray.train
+    import ray.train.torch
+
+    _quiet_ray_train_reports()
+    config = TrainConfig.from_dict(loop_config["train"])
+    steps_per_epoch: int = loop_config["steps_per_epoch"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(round(config.cpus_per_worker))))
+    torch.manual_seed(config.seed)
+    device = ray.train.torch.get_device()
+    use_cuda = device.type == "cuda"
+
+    model_config = config.model_config()
+    from semcolor.model.network import build_model
+
+    model = build_model(model_config)
+    restored = _restore(model, config)
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    optimizer, scheduler = _build_optimizer(model, config, steps_per_epoch, loop_config.get("deadline"))
+    state: dict[str, Any] = {"epoch": -1, "step": 0, "history": []}
+    if restored is not None:
+        state, optim_file = restored
+        try:
+            saved = torch.load(optim_file, map_location=device, weights_only=True)
+        finally:
+            os.unlink(optim_file)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+    resumed_from = state["epoch"] if restored is not None else None
+    loss_config = config.loss_config()
+    ab_scale = model_config.ab_scale
+    inner = getattr(model, "module", model)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("val")
+    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+
+    if state["epoch"] + 1 >= config.epochs and rank == 0:
+        log.warning("the run already has %d epoch(s), epochs=%d: nothing to train (raise --epochs to continue)",
+                    state["epoch"] + 1, config.epochs)
+    for epoch in range(state["epoch"] + 1, config.epochs):
+        generator.manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
+        model.train()
+        sums = torch.zeros(4, dtype=torch.float64)  # total, seg, color (x images), images
+        start, steps = time.perf_counter(), 0
+        for batch in train_shard.iter_torch_batches(batch_size=config.batch_size, drop_last=True, device=device,
+                                                    local_shuffle_buffer_size=config.shuffle_buffer,
+                                                    local_shuffle_seed=config.seed + epoch):
+            inputs = preprocess_batch(batch["rgb"], batch["mask"], config.n_classes, train=True, generator=generator)
+            x = inputs["l"].contiguous(memory_format=torch.channels_last) if use_cuda else inputs["l"]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+                seg_logits, ab = model(x)
+            loss, parts = multitask_loss(seg_logits, ab, inputs["target"], inputs["ab"] / ab_scale, loss_config)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {state['step']} on rank "
+                                         f"{rank}; lower --lr (now {config.lr}) or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            steps += 1
+            n = inputs["l"].shape[0]
+            sums += torch.tensor([loss.item() * n, parts["seg"].item() * n, parts["color"].item() * n, n],
+                                 dtype=torch.float64)
+        train_time = time.perf_counter() - start
+        if steps != steps_per_epoch:
+            raise RuntimeError(f"rank {rank} ran {steps} steps in epoch {epoch}, expected {steps_per_epoch} "
+                               "(equal shards of the materialized train set); the data changed under the run")
+        sums = all_reduce_sum(sums)
+        val_start = time.perf_counter()
+        totals = all_reduce_totals(validate(
+            inner, val_data.iter_torch_batches(batch_size=VAL_BATCH_SIZE, device=device), config.n_classes,
+            loss_config, rank, world))
+        images = float(sums[3])
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "step": state["step"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": float(sums[0] / images),
+            "train_seg_loss": float(sums[1] / images),
+            "train_color_loss": float(sums[2] / images),
+            "train_images_per_s": images / train_time,
+            "train_time_s": train_time,
+            "val_time_s": time.perf_counter() - val_start,
+            "resumed_from_epoch": -1 if resumed_from is None else resumed_from,
+            "workers": world,
+            **totals.metrics("val_"),
+        }
+        state = {"epoch": epoch, "step": state["step"], "history": state["history"] + [metrics]}
+        if rank == 0:
+            log.info("%s", epoch_line(metrics, config.epochs))
+        _save_and_report(model, config, optimizer, scheduler, state, metrics, rank)
+        if _deadline_passed(loop_config.get("deadline")):
+            if rank == 0:
+                log.warning("time budget of %.1f min used up after epoch %d; stopping", config.time_budget, epoch)
+            break
