@@ -37,10 +37,23 @@ def environment() -> dict[str, Any]:
     }
 
 
+def portable(value: Any, base: str | None = None) -> Any:
+    """Absolute local paths under ``base``'s parent folder (default: the working directory's) written relative to
+    ``base``, recursively through dicts and lists: a results file names the data, not the machine's folders."""
+    base = os.path.abspath(base or os.getcwd())
+    if isinstance(value, str) and os.path.isabs(value) and value.startswith(os.path.dirname(base) + os.sep):
+        return os.path.relpath(value, base)
+    if isinstance(value, dict):
+        return {k: portable(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, base) for v in value]
+    return value
+
+
 def write_result(out: str, name: str, result: dict[str, Any]) -> str:
-    """Write ``OUT/NAME.json``: ``result`` plus ``environment`` (taken now, at the end of the run). Returns the
-    URL written."""
-    doc = {**result, "environment": environment()}
+    """Write ``OUT/NAME.json``: ``result`` (local paths made relative, see :func:`portable`) plus ``environment``
+    (taken now, at the end of the run). Returns the URL written."""
+    doc = {**portable(result), "environment": environment()}
     url = storage.join(out, f"{name}.json")
     storage.write_text(url, json.dumps(doc, indent=2, default=float))
     print(f"wrote {url}", flush=True)

@@ -3,8 +3,8 @@
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each row trains with
 Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global batch
-2 x :data:`BATCH`: about 30 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock budget,
-so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
+2 x :data:`BATCH`: 7.5 minutes on an idle 2-core machine, about 30 under heavy load; a fixed amount of work,
+not a wall-clock budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
 checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it.
 
 Columns: mIoU, pixel accuracy, PSNR, SSIM, colorfulness / truth, PSNR - gray (dB), training minutes.
@@ -69,7 +69,8 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
         "row": row.name, "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "psnr": m["psnr"],
         "ssim": m["ssim"], "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"],
         "train_minutes": train_minutes,
-        "detail": {"description": row.description, "train_config": config.to_dict(), "best_epoch": result.best_epoch,
+        "detail": {"description": row.description,
+                   "train_config": {**config.to_dict(), "storage": "(a temporary folder)"}, "best_epoch": result.best_epoch,
                    "gray_baseline": gray, "counts": m["counts"], "grid": grid},
     }
 
