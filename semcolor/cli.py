@@ -26,8 +26,6 @@ class Command:
     handler: str
     ray: bool = True
     """Takes --address / --num-cpus (starts or joins Ray)."""
-    exclude: tuple[str, ...] = ()
-    """Fields of the config classes that the command sets itself."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -73,7 +71,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             continue
         for ref in command.options:
-            add_options(p, _load(ref), exclude=command.exclude)
+            add_options(p, _load(ref))
         if command.ray:
             add_options(p, _load("semcolor.ray_env:RayOptions"))
     return parser

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass
 from typing import Any
 
@@ -20,14 +20,14 @@ _CLI = "semcolor_cli"
 
 
 def option(default: Any = MISSING, *, help: str, flag: str | None = None, choices: Sequence[Any] | None = None,
-           positional: bool = False, metavar: str | None = None, cli: bool = True) -> Any:
+           positional: bool = False) -> Any:
     """A dataclass field that is also a command-line option.
 
     ``default``: MISSING makes it required. ``flag``: the option string (default ``--field-name``).
-    ``positional``: an argument without a flag. ``cli=False``: a config knob the CLI does not offer.
+    ``positional``: an argument without a flag.
     """
     meta = {_CLI: {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                   "positional": positional, "metavar": metavar, "cli": cli}}
+                   "positional": positional}}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -44,7 +44,6 @@ class OptionSpec:
     choices: tuple[Any, ...] | None
     positional: bool
     is_bool: bool
-    metavar: str | None
 
     @property
     def dest(self) -> str:
@@ -53,15 +52,12 @@ class OptionSpec:
         return self.flag.lstrip("-").replace("-", "_") if self.flag else self.name
 
 
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """``int | None`` -> (int, True); ``Literal[...]`` stays; other annotations as they are."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
+def _base_type(annotation: Any) -> Any:
+    """``int | None`` -> int; ``Literal[...]`` stays; other annotations as they are."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-        return str, True  # e.g. int | Literal["auto"]: parsed by the config's own validation
-    return annotation, False
+        return args[0] if len(args) == 1 else str  # e.g. int | Literal["auto"]: the config validates it
+    return annotation
 
 
 def _converter(base: Any) -> Callable[[str], Any] | None:
@@ -73,13 +69,12 @@ def _converter(base: Any) -> Callable[[str], Any] | None:
 
 
 def _spec(name: str, annotation: Any, default: Any, meta: dict[str, Any]) -> OptionSpec:
-    base, _ = _base_type(annotation)
+    base = _base_type(annotation)
     choices = meta.get("choices")
     if choices is None and typing.get_origin(base) is typing.Literal:
         choices = tuple(typing.get_args(base))
     return OptionSpec(name=name, help=meta["help"], default=default, type=_converter(base), flag=meta.get("flag"),
-                      choices=choices, positional=bool(meta.get("positional")), is_bool=base is bool,
-                      metavar=meta.get("metavar"))
+                      choices=choices, positional=bool(meta.get("positional")), is_bool=base is bool)
 
 
 def option_specs(cls: type) -> list[OptionSpec]:
@@ -91,7 +86,7 @@ def option_specs(cls: type) -> list[OptionSpec]:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             meta = f.metadata.get(_CLI)
-            if meta is None or not meta["cli"]:
+            if meta is None:
                 continue
             default = f.default if f.default is not MISSING else (
                 f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
@@ -109,17 +104,12 @@ def option_specs(cls: type) -> list[OptionSpec]:
     return specs
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, exclude: Iterable[str] = ()) -> None:
-    """Add ``cls``'s options (see :func:`option_specs`) to ``parser``, except the fields named in ``exclude``."""
-    skip = set(exclude)
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add ``cls``'s options (see :func:`option_specs`) to ``parser``."""
     for spec in option_specs(cls):
-        if spec.name in skip:
-            continue
         kwargs: dict[str, Any] = {"help": spec.help}
         if spec.choices:
             kwargs["choices"] = spec.choices
-        if spec.metavar:
-            kwargs["metavar"] = spec.metavar
         if spec.positional:
             parser.add_argument(spec.name, type=spec.type, **kwargs)
             continue

@@ -52,7 +52,7 @@ def test_each_option_is_declared_once_in_its_config():
     subs = _subparsers(parser)
     for name, command in COMMANDS.items():
         refs = list(command.options) + (["semcolor.ray_env:RayOptions"] if command.ray else [])
-        specs = [s for ref in refs for s in option_specs(_load(ref)) if s.name not in command.exclude]
+        specs = [s for ref in refs for s in option_specs(_load(ref))]
         declared = {s.dest: s for s in specs}
         dests = [a.dest for a in subs[name]._actions if not isinstance(a, argparse._HelpAction)]
         assert len(dests) == len(set(dests)) == len(specs), f"{name}: two options share a destination"

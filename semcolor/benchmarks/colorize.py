@@ -54,12 +54,7 @@ from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.bulk.records import read_records
 from semcolor.core import storage
-from semcolor.core.colorizer import (
-    Colorizer,
-    merge_full_resolution,
-    resize_l8,
-    rgb_to_l8,
-)
+from semcolor.core.colorizer import Colorizer, merge_full_resolution, prepare_l8
 from semcolor.core.decode import decode_image
 from semcolor.core.encode import encode_rgb
 from semcolor.model import checkpoint
@@ -136,9 +131,7 @@ def stage_rates(sources: list[str], size: int) -> dict:
         start = time.perf_counter()
         l8s = []
         for data in blobs:
-            l8 = rgb_to_l8(decode_image(data))
-            resize_l8(l8, size)
-            l8s.append(l8)
+            l8s.append(prepare_l8(decode_image(data), size)[0])
         decode_s = time.perf_counter() - start
         ab8 = np.random.default_rng(0).integers(-40, 40, (2, size, size)).astype(np.int8)
         start = time.perf_counter()

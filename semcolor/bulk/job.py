@@ -79,7 +79,8 @@ class ColorizeConfig:
     io_threads: int = option(8, help="threads per decode task fetching source bytes (hides object-store latency)")
 
     def __post_init__(self) -> None:
-        self.ext = extension_of(self.format)
+        extension_of(self.format)
+        parse_actors(self.actors)
         check_quality(self.quality)
         if self.batch_size < 1 or self.max_pixels < 1 or self.io_threads < 1:
             raise ValueError(f"batch_size, max_pixels and io_threads must be >= 1; got {self.batch_size}, "
@@ -92,8 +93,16 @@ class ColorizeConfig:
             raise ValueError(f"size must be >= 32 pixels, got {self.size}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
-        self.actor_range = parse_actors(str(self.actors))
 
+    @property
+    def ext(self) -> str:
+        """The output files' extension."""
+        return extension_of(self.format)
+
+    @property
+    def actor_range(self) -> int | tuple[int, int]:
+        """``actors`` as N or (MIN, MAX)."""
+        return parse_actors(self.actors)
 
 
 @dataclass
@@ -216,15 +225,11 @@ def drop_done(work: pa.Table, dst: str) -> pa.Table:
 
 
 def _actor_pool(actors: int | tuple[int, int]):
+    """:func:`parse_actors`'s N or (MIN, MAX) -> (Ray Data's pool strategy, the most actors it may run)."""
     import ray.data
 
     if isinstance(actors, tuple):
-        lo, hi = actors
-        if not 1 <= lo <= hi:
-            raise ValueError(f"actors MIN:MAX must satisfy 1 <= MIN <= MAX, got {lo}:{hi}")
-        return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi), hi
-    if actors < 1:
-        raise ValueError(f"actors must be >= 1, got {actors}")
+        return ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]), actors[1]
     return ray.data.ActorPoolStrategy(size=actors), actors
 
 

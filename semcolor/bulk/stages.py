@@ -37,8 +37,7 @@ from semcolor.core import storage
 from semcolor.core.colorizer import (
     mask_full_resolution,
     merge_full_resolution,
-    resize_l8,
-    rgb_to_l8,
+    prepare_l8,
 )
 from semcolor.core.decode import ERROR, OK, READ_ERROR, DataError, decode_image
 from semcolor.core.encode import encode_mask, encode_rgb
@@ -79,10 +78,9 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
                 raise _RowFailed
             source_bytes[i] = len(data)
             rgb = decode_image(data, max_pixels=max_pixels, key=key)
-            l8 = rgb_to_l8(rgb)
+            l8, small[i] = prepare_l8(rgb, size)
             del rgb
             height[i], width[i] = l8.shape
-            small[i] = resize_l8(l8, size)
             l8s[i] = l8.tobytes()
         except _RowFailed:
             status[i] = ERROR

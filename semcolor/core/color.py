@@ -108,8 +108,3 @@ def uint8_to_float(images: Tensor) -> Tensor:
 def float_to_uint8(rgb: Tensor) -> Tensor:
     """float (B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3), rounded."""
     return (rgb.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-def rgb_uint8_to_lightness(rgb: Tensor) -> Tensor:
-    """uint8 RGB (B, H, W, 3) -> L (B, 1, H, W) in [0, 100] (float32)."""
-    return rgb_to_lab(uint8_to_float(rgb))[:, :1]

@@ -78,6 +78,12 @@ def resize_l8(l8: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR))
 
 
+def prepare_l8(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-resolution uint8 RGB (H, W, 3) or gray (H, W) -> (l8 (H, W), its (size, size) copy for the model)."""
+    l8 = rgb_to_l8(image)
+    return l8, resize_l8(l8, size)
+
+
 def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
     """Full-res l8 (H, W) + model-size ab8 (2, S, S) int8 LAB units -> uint8 RGB (H, W, 3).
 
@@ -141,8 +147,7 @@ class Colorizer:
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution uint8 RGB (H, W, 3) or gray (H, W) -> (l8 (H, W), l8_small (S, S))."""
-        l8 = rgb_to_l8(image)
-        return l8, resize_l8(l8, self.size)
+        return prepare_l8(image, self.size)
 
     def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""

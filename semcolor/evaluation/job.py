@@ -42,9 +42,6 @@ from semcolor.ray_env import storage_env
 
 log = logging.getLogger(__name__)
 
-GRID_THUMB = 160
-"""Height in pixels of each panel in grid.png."""
-
 
 def read_pair(key: str, image_url: str, mask_url: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample:
     """Read and decode one pair at the image's full resolution (a mask of another size is resized to it and
@@ -92,14 +89,12 @@ def target_classes(mask: np.ndarray, n_classes: int) -> np.ndarray:
 def predict_full_resolution(colorizer, rgbs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Full-resolution RGB sources -> per image ``l8``, ``pred`` RGB, ``gray`` RGB (AB = 0) and ``mask`` class ids,
     all at the source's (H, W). One forward pass at the colorizer's size."""
-    from semcolor.core.colorizer import merge_full_resolution
-
     prepared = [colorizer.prepare(rgb) for rgb in rgbs]
     ab8, fg8 = colorizer.predict(np.stack([small for _, small in prepared]))
     out = []
     for (l8, _), ab, fg in zip(prepared, ab8, fg8):
         pred, stored = colorizer.finish(l8, ab, fg)
-        out.append({"l8": l8, "pred": pred, "gray": merge_full_resolution(l8, np.zeros_like(ab)),
+        out.append({"l8": l8, "pred": pred, "gray": colorizer.merge(l8, np.zeros_like(ab)),
                     "mask": target_classes(stored, colorizer.n_classes)})
     return out
 

@@ -100,14 +100,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     load_config(serve_args.checkpoint)  # a bad checkpoint fails here, in one line, before any replica starts
     started_ray = init_ray(args.address, args.num_cpus)
-    signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which installs its own: `kill` = Ctrl-C
+    if args.blocking:  # after ray.init, which installs its own: `kill` = Ctrl-C while this command owns the app
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         try:
             serve.run(app(serve_args), name=APP_NAME, route_prefix="/")
         except Exception as exc:  # a replica that fails to start: its traceback is in the deployment's status
             print(f"semcolor serve: the application did not start: {_deploy_failure(exc)}", file=sys.stderr)
-            _stop(started_ray, delete=False)
+            _stop(started_ray)
             return 1
         print(f"semcolor serving {args.checkpoint} at http://{args.host}:{args.port}/ "
               f"(API docs: /docs; app name {APP_NAME!r})", flush=True)
@@ -117,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("semcolor serve: stopping", file=sys.stderr, flush=True)
-        _stop(started_ray, delete=not started_ray)
+        _stop(started_ray)
     return 0
 
 
@@ -125,11 +126,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(started_ray: bool, delete: bool) -> None:
-    """Take the application down: on a cluster, delete it (the cluster stays); a local Ray this command started
-    is simply shut down with everything in it (its processes may already have had the same SIGTERM)."""
+def _stop(started_ray: bool) -> None:
+    """Take the application down: a local Ray this command started is shut down with everything in it (its
+    processes may already have had the same SIGTERM); on a cluster the app is deleted and the cluster stays."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while stopping must not cut it short
-    if delete:
-        serve.delete(APP_NAME)
     if started_ray:
         ray.shutdown()
+    else:
+        serve.delete(APP_NAME)
