@@ -26,6 +26,42 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_bins_checkpoint_keeps_its_bins_and_prior(tmp_path):
+    """A bins model's checkpoint carries the bin centres and the AB prior: a fresh build has the uniform prior,
+    the loaded model the saved one."""
+    config = ModelConfig(input_size=64, seg_to_color=True)
+    model = build_model(config).eval()
+    prior = torch.rand(config.n_bins).double()
+    model.color_head.set_color_space(model.color_head.bins, (prior / prior.sum()).float())
+    checkpoint.save(model, config, str(tmp_path / "ckpt"))
+    loaded, loaded_config = checkpoint.load(str(tmp_path / "ckpt"))
+    assert loaded_config.color_head == "bins" and loaded_config.seg_to_color
+    assert torch.equal(loaded.color_head.prior, model.color_head.prior)
+    assert torch.equal(loaded.color_head.bins, model.color_head.bins)
+    assert not torch.equal(build_model(config).color_head.prior, model.color_head.prior)
+
+
+def test_version_1_regression_checkpoint_still_loads_and_runs(tmp_path):
+    """Checkpoints written before the bins head (config version 1, no color_head key) load as regression models
+    and colorize as before."""
+    from semcolor.model.inference import load_colorizer
+
+    config = ModelConfig(arch="unet", input_size=64, color_head="regression")
+    model = build_model(config).eval()
+    url = str(tmp_path / "old")
+    checkpoint.save(model, config, url)
+    doc = json.loads((tmp_path / "old" / "config.json").read_text())
+    old = {k: v for k, v in doc["model"].items() if k not in ("color_head", "n_bins", "seg_to_color")}
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**doc, "model": {**old, "version": 1}}))
+    loaded, loaded_config = checkpoint.load(url)
+    assert loaded_config.color_head == "regression"
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.infer(x)[1], model.infer(x)[1], rtol=0, atol=0)
+    rgb, mask = load_colorizer(url, device="cpu").colorize((torch.rand(50, 70, 3) * 255).byte().numpy())
+    assert rgb.shape == (50, 70, 3) and mask.shape == (50, 70)
+
+
 def test_round_trip_through_fsspec_url():
     config = ModelConfig(arch="resnet34", input_size=64)
     model = build_model(config)

@@ -49,10 +49,10 @@ def test_resize_and_masks():
     assert resize_l8(l8[:10, :10], 32).shape == (32, 32)  # upscaling small sources works too
     fg = np.zeros((8, 8), np.uint8)
     fg[:, 4:] = 255
-    mask = mask_full_resolution(fg, 40, 80, n_classes=2)
+    mask = mask_full_resolution(fg, np.full((40, 80), 128, np.uint8), n_classes=2)
     assert mask.shape == (40, 80) and set(np.unique(mask)) == {0, 255}
     assert mask[:, :30].max() == 0 and mask[:, 50:].min() == 255
-    classes = mask_full_resolution(np.full((8, 8), 3, np.uint8), 5, 7, n_classes=4)
+    classes = mask_full_resolution(np.full((8, 8), 3, np.uint8), np.zeros((5, 7), np.uint8), n_classes=4)
     assert classes.shape == (5, 7) and (classes == 3).all()
 
 

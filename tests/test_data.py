@@ -397,3 +397,30 @@ def test_pairs_dataset_refuses_empty_input() -> None:
     empty = pa.table({"key": [], "image": [], "mask": []}, schema=data.PAIR_SCHEMA)
     with pytest.raises(ValueError, match="no pairs to read"):
         pipeline.pairs_dataset(empty, 32)
+
+
+@pytest.mark.ray
+def test_ab_prior_pass_on_ray_equals_numpy_histogram(ray_local) -> None:
+    """The distributed prior pass (Ray Data map_batches, histograms summed) counts exactly what a NumPy 2-D
+    histogram of the same pixels' AB counts on the grid's cells."""
+    import ray
+
+    from semcolor.data.color_prior import ab_counts
+    from semcolor.model import color_bins
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(40, 24, 24, 3), dtype=np.uint8)
+    rgb[:20, :12] = (200, 40, 30)  # a frequent color, so that counts are far from uniform
+    ds = ray.data.from_numpy(rgb).rename_columns({"data": "rgb"}).repartition(5)
+    bins = color_bins.gamut_bins()
+    counts = ab_counts(ds, bins)
+
+    ab = color.rgb_to_lab(color.uint8_to_float(torch.from_numpy(rgb)))[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)
+    edges = (np.arange(-color_bins.CELL_SPAN, color_bins.CELL_SPAN + 2) - 0.5) * color_bins.GRID
+    hist, _, _ = np.histogram2d(ab[:, 0].numpy() / color_bins.GRID, ab[:, 1].numpy() / color_bins.GRID,
+                                bins=[edges / color_bins.GRID] * 2)
+    side = 2 * color_bins.CELL_SPAN + 1
+    cells = (bins / color_bins.GRID).long() + color_bins.CELL_SPAN
+    expected = hist.reshape(side * side)[(cells[:, 0] * side + cells[:, 1]).numpy()]
+    assert counts.sum() == rgb.shape[0] * 24 * 24 == hist.sum()  # every pixel falls in an in-gamut bin
+    np.testing.assert_array_equal(counts, expected.astype(np.int64))

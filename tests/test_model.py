@@ -1,20 +1,28 @@
-"""Both architectures: shapes at even and odd sizes, gradients, bounded color, one-batch overfit, losses."""
+"""Both architectures and both color heads: shapes at even and odd sizes, gradients, bounded color, one-batch
+overfit, losses."""
 
 import functools
 
 import pytest
 import torch
 
-from semcolor.model.config import ARCHS, LossConfig, ModelConfig
+from semcolor.model.config import (
+    ARCHS,
+    COLOR_HEADS,
+    GAMUT_BINS,
+    LossConfig,
+    ModelConfig,
+)
 from semcolor.model.losses import multitask_loss
 from semcolor.model.network import build_model, count_parameters, gflops
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_model(arch: str, n_classes: int):
-    """One model per (arch, n_classes) for the shape tests: building ResNet34 dominates their time."""
+def _eval_model(arch: str, n_classes: int, color_head: str = "bins", seg_to_color: bool = False):
+    """One model per configuration for the shape tests: building ResNet34 dominates their time."""
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch=arch, n_classes=n_classes)).eval()
+    return build_model(ModelConfig(arch=arch, n_classes=n_classes, color_head=color_head,
+                                   seg_to_color=seg_to_color)).eval()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -23,18 +31,33 @@ def _eval_model(arch: str, n_classes: int):
 def test_output_shapes(arch, n_classes, hw):
     model = _eval_model(arch, n_classes)
     with torch.no_grad():
-        seg, ab = model(torch.rand(1, 1, *hw))
-    assert seg.shape == (1, n_classes, *hw)
+        seg, raw = model(torch.rand(1, 1, *hw))
+        seg2, ab = model.infer(torch.rand(1, 1, *hw))
+    padded = [(d + 31) // 32 * 32 // 4 for d in hw]
+    assert seg.shape == seg2.shape == (1, n_classes, *hw)
+    assert raw.shape == (1, GAMUT_BINS, *padded)  # bin logits stay at the decoder's resolution
     assert ab.shape == (1, 2, *hw)
     assert torch.isfinite(seg).all() and torch.isfinite(ab).all()
-    assert ab.abs().max() <= 1.0
+    assert ab.abs().max() <= 120.0  # LAB units: a mean of in-gamut bin centres
+
+
+@pytest.mark.parametrize("seg_to_color", [False, True])
+def test_regression_head_is_bounded_and_link_changes_inputs(seg_to_color):
+    model = _eval_model("unet", 2, "regression", seg_to_color)
+    with torch.no_grad():
+        _, raw = model(torch.rand(2, 1, 97, 64))
+        _, ab = model.infer(torch.rand(2, 1, 97, 64), vividness=1.0)
+    assert raw.shape == (2, 2, 32, 16) and raw.abs().max() <= 1.0
+    assert ab.shape == (2, 2, 97, 64) and ab.abs().max() <= model.config.ab_scale
+    assert model.color_head.body[0].in_channels == model.decoder.out_channels + (2 if seg_to_color else 0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_backward_reaches_every_parameter(arch):
-    model = build_model(ModelConfig(arch=arch))
-    seg, ab = model(torch.rand(2, 1, 64, 48))
-    (seg.mean() + ab.mean()).backward()
+@pytest.mark.parametrize("color_head", COLOR_HEADS)
+def test_backward_reaches_every_parameter(arch, color_head):
+    model = build_model(ModelConfig(arch=arch, color_head=color_head, seg_to_color=True))
+    seg, raw = model(torch.rand(2, 1, 64, 48))
+    (seg.mean() + raw.mean()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
 
@@ -64,23 +87,24 @@ def _two_synthetic_images():
     target = torch.zeros(2, 64, 64, dtype=torch.long)
     target[:, 16:48, 16:48] = 1
     l_in[:, :, 16:48, 16:48] += 0.3
-    ab = torch.zeros(2, 2, 64, 64)
-    ab[:, 0] = 0.3
-    ab[:, 1, 16:48, 16:48] = -0.5
+    ab = torch.zeros(2, 2, 64, 64)  # LAB units
+    ab[:, 0] = 33.0
+    ab[:, 1, 16:48, 16:48] = -55.0
     return l_in, target, ab
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_one_batch_overfit(arch):
+@pytest.mark.parametrize("color_head", COLOR_HEADS)
+def test_one_batch_overfit(arch, color_head):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch))
+    model = build_model(ModelConfig(arch=arch, color_head=color_head))
     l_in, target, ab = _two_synthetic_images()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     cfg = LossConfig()
     losses = []
     for _ in range(15):
-        seg_logits, ab_pred = model(l_in)
-        loss, parts = multitask_loss(seg_logits, ab_pred, target, ab, cfg)
+        seg_logits, raw = model(l_in)
+        loss, parts = multitask_loss(seg_logits, raw, target, ab, cfg, model.color_head)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -89,22 +113,25 @@ def test_one_batch_overfit(arch):
 
 
 def test_loss_masks_and_parts():
+    from semcolor.model.heads import RegressionColorHead
+
+    head = RegressionColorHead(8, ab_scale=110.0)
     seg = torch.zeros(1, 2, 4, 4, requires_grad=True)
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     target[0, 0, 0] = 1
     target[0, 3, 3] = 255
     ab_pred = torch.zeros(1, 2, 4, 4)
     ab_true = torch.zeros(1, 2, 4, 4)
-    ab_true[0, :, 1, 1] = 1.0  # an error on a background pixel only
-    total, parts = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(color_mask="foreground"))
+    ab_true[0, :, 1, 1] = 110.0  # an error of 1 model unit on a background pixel only
+    total, parts = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(color_mask="foreground"), head)
     assert parts["color"].item() == 0.0  # background error ignored by the foreground mask
     assert parts["seg"].item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
-    _, parts_all = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(color_mask="all"))
+    _, parts_all = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(color_mask="all"), head)
     assert parts_all["color"].item() == pytest.approx(2.0 / 16)
-    total, _ = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(seg_weight=0.0, color_weight=2.0))
+    total, _ = multitask_loss(seg, ab_pred, target, ab_true, LossConfig(seg_weight=0.0, color_weight=2.0), head)
     assert total.item() == pytest.approx(4.0 / 16)
     all_ignored = torch.full((1, 4, 4), 255)
-    total, parts = multitask_loss(seg, ab_pred, all_ignored, ab_true, LossConfig())
+    total, parts = multitask_loss(seg, ab_pred, all_ignored, ab_true, LossConfig(), head)
     assert torch.isfinite(total) and parts["seg"].item() == 0.0
     with pytest.raises(ValueError, match="supported"):
         LossConfig(color_mask="background")

@@ -279,12 +279,36 @@ def test_predict_returns_both_images_and_timings(client):
 
 
 @pytest.mark.ray
+def test_vividness_is_per_request_deterministic_and_range_checked(client):
+    """?vividness= changes the colors (the bins head's annealed mean), the same value gives the same bytes even
+    when requests of different vividness share a batch, and an out-of-range value gets a 422 naming the range."""
+    from semcolor.model.metrics import colorfulness
+
+    body = encode(gray(48, 64, seed=3))
+    solo = {v: client.post(f"/colorize?vividness={v}", content=body).content for v in (0.0, 1.0)}
+    assert solo[0.0] != solo[1.0]
+    assert colorfulness(np.asarray(decoded(solo[1.0]))) > colorfulness(np.asarray(decoded(solo[0.0])))
+    values = [0.0, 1.0] * 6
+    with ThreadPoolExecutor(len(values)) as pool:
+        answers = list(pool.map(lambda v: client.post(f"/colorize?vividness={v}", content=body), values))
+    assert max(int(r.headers["x-batch-size"]) for r in answers) > 1  # mixed values did share batches
+    assert all(r.content == solo[v] for r, v in zip(answers, values))
+    for route in ("/colorize", "/predict"):
+        for bad in ("1.5", "-0.1"):
+            r = client.post(f"{route}?vividness={bad}", content=body)
+            assert r.status_code == 422 and "[0.0, 1.0]" in r.json()["detail"], r.text
+        r = client.post(f"{route}?vividness=vivid", content=body)
+        assert r.status_code == 422 and "vividness" in r.json()["detail"]
+    assert client.get("/healthz").json()["vividness"] == {"default": 0.6, "range": [0.0, 1.0], "applies": True}
+
+
+@pytest.mark.ray
 def test_health_page_and_openapi(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["size"] == 64 and health["max_pixels"] == MAX_PIXELS
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert 'id="file"' in page.text and 'id="colorized"' in page.text
+    assert 'id="file"' in page.text and 'id="colorized"' in page.text and 'id="vividness"' in page.text
     spec = client.get("/openapi.json").json()
     assert {"/colorize", "/segment", "/predict", "/healthz", "/stats"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/colorize"]["post"]["requestBody"]["content"]

@@ -25,6 +25,9 @@ class BenchOptions:
     size: int = option(256, help="model resolution in pixels")
     batch_size: int = option(16, help="images per model batch")
     threads: int = option(2, help="torch threads (the machine's share the benchmark may use)")
+    work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
+                              "a temporary folder, removed at the end)")
+    rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all)")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -73,25 +73,34 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def stage_seconds(colorizer: "Colorizer", encoded: bytes, reps: int) -> dict[str, list[float]]:
     """Seconds of each CPU stage around the model for one encoded image, ``reps`` times: ``decode`` (bytes -> RGB),
-    ``preprocess`` (full-resolution L and its model-size copy), ``merge`` (AB upsampled and merged with the
-    full-resolution L, with random chroma), ``encode`` (PNG)."""
+    ``preprocess`` (full-resolution L and its model-size copy), ``merge`` (AB upsampled per the colorizer's refine
+    and merged with the full-resolution L, with random chroma), ``encode`` (PNG); and, on their own, the
+    upsampling of AB and the mask probability (3 maps) to full resolution: ``refine_guided``, ``refine_bilinear``."""
     import numpy as np
+    import torch
 
+    from semcolor.core import refine
     from semcolor.core.decode import decode_image
     from semcolor.core.encode import encode_rgb
 
     ab8 = np.random.default_rng(0).integers(-40, 40, (2, colorizer.size, colorizer.size)).astype(np.int8)
-    times: dict[str, list[float]] = {"decode": [], "preprocess": [], "merge": [], "encode": []}
+    maps = torch.from_numpy(np.concatenate([ab8, np.zeros_like(ab8[:1])]).astype(np.float32))
+    times: dict[str, list[float]] = {"decode": [], "preprocess": [], "merge": [], "encode": [],
+                                     "refine_guided": [], "refine_bilinear": []}
     for _ in range(reps):
         t0 = time.perf_counter()
         rgb = decode_image(encoded)
         t1 = time.perf_counter()
-        l8, _ = colorizer.prepare(rgb)
+        l8, small = colorizer.prepare(rgb)
         t2 = time.perf_counter()
-        out = colorizer.merge(l8, ab8)
+        out = colorizer.merge(l8, ab8, small)
         t3 = time.perf_counter()
         encode_rgb(out, "png")
         t4 = time.perf_counter()
-        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        refine.upsample(maps, l8, small, "guided")
+        t5 = time.perf_counter()
+        refine.upsample(maps, l8, small, "bilinear")
+        t6 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
             times[key].append(seconds)
     return times

@@ -129,13 +129,15 @@ def stage_rates(sources: list[str], size: int) -> dict:
     try:
         blobs = [storage.read_bytes(u) for u in sources]
         start = time.perf_counter()
-        l8s = []
+        l8s, smalls = [], []
         for data in blobs:
-            l8s.append(prepare_l8(decode_image(data), size)[0])
+            l8, small = prepare_l8(decode_image(data), size)
+            l8s.append(l8)
+            smalls.append(small)
         decode_s = time.perf_counter() - start
         ab8 = np.random.default_rng(0).integers(-40, 40, (2, size, size)).astype(np.int8)
         start = time.perf_counter()
-        merged = [merge_full_resolution(l8, ab8) for l8 in l8s]
+        merged = [merge_full_resolution(l8, ab8, small) for l8, small in zip(l8s, smalls)]
         merge_s = time.perf_counter() - start
         start = time.perf_counter()
         for rgb in merged:
@@ -177,7 +179,8 @@ def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int =
             del rgb, yy, xx
             stages = stage_seconds(colorizer, jpeg, reps)
             times = {"decode": [d + p for d, p in zip(stages["decode"], stages["preprocess"])],
-                     "merge": stages["merge"], "encode": stages["encode"]}
+                     "merge": stages["merge"], "encode": stages["encode"], "refine_guided": stages["refine_guided"],
+                     "refine_bilinear": stages["refine_bilinear"]}
             row = {"megapixels": mp, "width": w, "height": h, **{f"{k}_s": min(v) for k, v in times.items()},
                    "model_s": per_image_model_s}
             row["total_s"] = row["decode_s"] + row["merge_s"] + row["encode_s"] + per_image_model_s
@@ -279,10 +282,13 @@ def _print_table(result: dict) -> None:
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
-    print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} {'total s':>8}")
+    print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} "
+          f"{'total s':>8} {'guided ms/MP':>13} {'bilinear ms/MP':>15}")
     for r in result["resolution"]:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
-              f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['total_s']:>8.3f}")
+              f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['total_s']:>8.3f} "
+              f"{1e3 * r['refine_guided_s'] / r['megapixels']:>13.1f} "
+              f"{1e3 * r['refine_bilinear_s'] / r['megapixels']:>15.1f}")
 
 
 def _ratios(result: dict, around: dict[str, float]) -> None:

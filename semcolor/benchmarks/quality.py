@@ -1,15 +1,20 @@
 """`semcolor bench quality`: the quality protocol, one trained model per row, measured the same way.
 
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
-each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each row trains with
-Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global batch
-2 x :data:`BATCH`: 7.5 minutes on an idle 2-core machine, about 30 under heavy load; a fixed amount of work,
-not a wall-clock budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
-checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it.
+each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
+with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global
+batch 2 x :data:`BATCH`: about 25 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
+budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
+checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it. A bins-head row
+is measured at each vividness of :data:`VIVIDNESS` (inference rows of one trained model), with the default
+guided upsampling; every trained row is measured once more with bilinear upsampling (``refine=bilinear``, same
+checkpoint, default vividness) to show what the guided filter changes.
 
 Columns: mIoU, pixel accuracy, PSNR, SSIM, colorfulness / truth, PSNR - gray (dB), training minutes.
-Prints a table; writes ``OUT/quality.json`` and each row's evaluation grid as ``OUT/quality-ROW-grid.png``.
-``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
+The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULNESS`, interpolated linearly
+along the vividness knob between the two measured values around it.
+Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
+``OUT/quality-ROW-grid.png``. ``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ from typing import Any
 
 from semcolor.benchmarks._report import print_table, write_result
 from semcolor.core import storage
+from semcolor.core.refine import DEFAULT_REFINE
+from semcolor.model.config import DEFAULT_VIVIDNESS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
 SIZE = 96
-EPOCHS = 7
+EPOCHS = 20
 BATCH = 16
 LR = 2e-3
 VAL_FRACTION = 0.2
+VIVIDNESS = (0.0, 0.3, 0.5, 0.7, 0.9)
+FRONTIER_COLORFULNESS = 0.6
 
 
 @dataclass(frozen=True)
@@ -42,13 +51,41 @@ class Row:
 
 
 ROWS: tuple[Row, ...] = (
-    Row("regression", "UNet, MSE on AB over all pixels (the first model)", {"color_loss": "mse"}),
+    Row("regression", "UNet, MSE on AB over all pixels (the first model)", {"color_head": "regression"}),
+    Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean",
+        {"color_head": "bins"}),
+    Row("bins-link", "as bins, and the color head sees the segmentation probabilities",
+        {"color_head": "bins", "seg_to_color": True}),
 )
 
 
-def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None) -> dict[str, Any]:
-    """Train ``row`` under the protocol (run and evaluation under ``work``), evaluate its best checkpoint; the
-    row's figures. Its evaluation grid is copied to ``out``."""
+def frontier(points: list[tuple[float, float, float]], target: float = FRONTIER_COLORFULNESS
+             ) -> dict[str, float] | None:
+    """(vividness, colorfulness ratio, PSNR - gray) points -> the PSNR - gray and vividness where the colorfulness
+    ratio crosses ``target`` (linear interpolation between neighbouring vividness values); None if never reached."""
+    pts = sorted(points)
+    for (v0, c0, p0), (v1, c1, p1) in zip(pts, pts[1:]):
+        if (c0 - target) * (c1 - target) <= 0 and c0 != c1:
+            t = (target - c0) / (c1 - c0)
+            return {"vividness": v0 + t * (v1 - v0), "psnr_minus_gray": p0 + t * (p1 - p0),
+                    "colorfulness_ratio": target}
+    return None
+
+
+def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any]) -> dict[str, Any]:
+    gray = m["gray_baseline"]
+    label = name if vividness is None else f"{name} v={vividness:g}"
+    if refine != DEFAULT_REFINE:
+        label += f" {refine}"
+    return {"row": label, "miou": m["miou"],
+            "pixel_accuracy": m["pixel_accuracy"], "psnr": m["psnr"], "ssim": m["ssim"],
+            "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
+
+
+def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None) -> list[dict[str, Any]]:
+    """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
+    every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
+    the default vividness is copied to ``out``."""
     from semcolor.evaluation.job import evaluate
     from semcolor.train.config import TrainConfig
     from semcolor.train.driver import fit
@@ -59,40 +96,65 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     started = time.perf_counter()
     result = fit(config)
     train_minutes = (time.perf_counter() - started) / 60.0
-    eval_dir = storage.join(work, f"eval-{row.name}")
-    m = evaluate(result.best_checkpoint, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION,
-                 limit=limit)
-    grid = storage.join(out, f"quality-{row.name}-grid.png")
-    storage.write_bytes(grid, storage.read_bytes(storage.join(eval_dir, "grid.png")))
-    gray = m["gray_baseline"]
-    return {
-        "row": row.name, "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"], "psnr": m["psnr"],
-        "ssim": m["ssim"], "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"],
-        "train_minutes": train_minutes,
-        "detail": {"description": row.description,
-                   "train_config": {**config.to_dict(), "storage": "(a temporary folder)"}, "best_epoch": result.best_epoch,
-                   "gray_baseline": gray, "counts": m["counts"], "grid": grid},
-    }
+    detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)"},
+              "best_epoch": result.best_epoch, "checkpoint": result.best_checkpoint}
+    settings: list[tuple[float | None, str]] = (
+        [(None, DEFAULT_REFINE)] if config.color_head == "regression"
+        else [(v, DEFAULT_REFINE) for v in sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})])
+    settings.append((settings[0][0] if config.color_head == "regression" else DEFAULT_VIVIDNESS, "bilinear"))
+    rows = []
+    for vividness, refine in settings:
+        eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}")
+        grid_rows = 8 if vividness in (None, DEFAULT_VIVIDNESS) and refine == DEFAULT_REFINE else 0
+        m = evaluate(result.best_checkpoint, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION,
+                     limit=limit, grid_rows=grid_rows, vividness=DEFAULT_VIVIDNESS if vividness is None else vividness,
+                     refine=refine)
+        figures = _figures(row.name, vividness, refine, m)
+        if grid_rows:
+            grid = storage.join(out, f"quality-{row.name}-grid.png")
+            storage.write_bytes(grid, storage.read_bytes(storage.join(eval_dir, "grid.png")))
+            detail["grid"] = grid
+        rows.append({**figures, "train_minutes": train_minutes,
+                     "detail": {**detail, "vividness": vividness, "refine": refine, "gray_baseline": m["gray_baseline"],
+                                "counts": m["counts"]}})
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
-    """Every row of :data:`ROWS`; a table and ``OUT/quality.json``."""
+    """The rows of :data:`ROWS` (``--rows`` picks some); a table and ``OUT/quality.json``."""
     from semcolor.ray_env import init_ray
 
     root = Path(args.data) if args.data else DEFAULT_DATA
     if not (root / "images").is_dir():
         raise ValueError(f"no dataset at {root} (needs images/ and masks/); pass --data")
+    wanted = [r.strip() for r in args.rows.split(",")] if getattr(args, "rows", None) else [r.name for r in ROWS]
+    unknown = set(wanted) - {r.name for r in ROWS}
+    if unknown:
+        raise ValueError(f"unknown quality rows {sorted(unknown)}; known: {[r.name for r in ROWS]}")
     init_ray(args.address, args.num_cpus)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="semcolor-quality-") as work:  # runs and evaluations; not kept
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="semcolor-quality-") as tmp:  # runs and evaluations, unless --work
+        work = getattr(args, "work", None) or tmp
         for row in ROWS:
+            if row.name not in wanted:
+                continue
             print(f"[quality] row {row.name}: {row.description}", flush=True)
-            rows.append(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit))
+            rows.extend(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit))
             print_table([{k: v for k, v in r.items() if k != "detail"} for r in rows])
+    frontiers = {}
+    for row in ROWS:
+        points = [(r["detail"]["vividness"], r["colorfulness_ratio"], r["psnr_minus_gray"]) for r in rows
+                  if r["row"].startswith(f"{row.name} v=") and r["detail"]["refine"] == DEFAULT_REFINE]
+        if points:
+            frontiers[row.name] = frontier(points)
+    print(f"frontier (PSNR - gray at colorfulness {FRONTIER_COLORFULNESS} of the truth): {frontiers}", flush=True)
     write_result(args.out, "quality", {
         "protocol": {"data": str(root), "val_fraction": VAL_FRACTION, "size": SIZE, "epochs": EPOCHS,
                      "batch_per_worker": BATCH, "workers": 2, "lr": LR, "limit": args.limit,
+                     "vividness": list(VIVIDNESS), "default_vividness": DEFAULT_VIVIDNESS,
+                     "default_refine": DEFAULT_REFINE,
                      "evaluation": "full resolution on the validation split; gray baseline = AB 0"},
         "rows": rows,
+        "frontier": {"colorfulness_ratio": FRONTIER_COLORFULNESS, "by_row": frontiers},
     })
     return 0

@@ -88,8 +88,8 @@ def plain_torch(rgb: torch.Tensor, mask: torch.Tensor, size: int, global_batch: 
 
         def step(idx: torch.Tensor) -> None:
             b = preprocess_batch(rgb[idx], mask[idx], 2, train=True, generator=generator)
-            seg, ab = model(b["l"])
-            loss, _ = multitask_loss(seg, ab, b["target"], b["ab"] / config.ab_scale, loss_config)
+            seg, color_raw = model(b["l"])
+            loss, _ = multitask_loss(seg, color_raw, b["target"], b["ab"], loss_config, model.color_head)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -41,7 +41,9 @@ from semcolor.bulk.records import (
 from semcolor.core import storage
 from semcolor.core.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, OK
 from semcolor.core.encode import check_quality, extension_of
+from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
+from semcolor.model.config import check_vividness, vividness_option
 from semcolor.options import config_from_args, option
 from semcolor.ray_env import init_ray, storage_env
 
@@ -61,6 +63,8 @@ class ColorizeConfig:
                       positional=True)
     checkpoint: str = option(help="model directory URL (config.json + model.safetensors, or a Ray Train checkpoint)")
     size: int | None = option(None, help="model resolution in pixels; default the checkpoint's input size")
+    vividness: float = vividness_option()
+    refine: str = refine_option()
     batch_size: int = option(16, help="images per model batch (and per decode / encode task)")
     actors: str = option("1", help="model actors: N, or MIN:MAX for an autoscaling pool; on CPU several one-thread "
                          "actors beat one many-thread actor")
@@ -81,6 +85,8 @@ class ColorizeConfig:
     def __post_init__(self) -> None:
         extension_of(self.format)
         parse_actors(self.actors)
+        check_vividness(self.vividness)
+        check_refine(self.refine)
         check_quality(self.quality)
         if self.batch_size < 1 or self.max_pixels < 1 or self.io_threads < 1:
             raise ValueError(f"batch_size, max_pixels and io_threads must be >= 1; got {self.batch_size}, "
@@ -312,11 +318,12 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     ds = ds.map_batches(model_stage or ColorizeActor, batch_size=batch_size, batch_format="numpy", compute=compute,
                         num_cpus=cpus_per_actor, num_gpus=gpus, memory=actor_memory(batch_size, size),
                         fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
-                                               "device": "cuda" if gpus > 0 else "cpu", "threads": threads},
+                                               "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
+                                               "vividness": config.vividness},
                         udf_modifying_row_count=False, runtime_env={"env_vars": actor_env} if actor_env else None)
     ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=1,
                         fn_kwargs={"fmt": config.ext, "quality": config.quality, "n_classes": model_config.n_classes,
-                                   "run_id": run_id, "s3": s3},
+                                   "run_id": run_id, "s3": s3, "refine": config.refine},
                         udf_modifying_row_count=False)
     fs, path = storage.resolve(manifest_url(config.dst), s3=s3)  # the filesystem object carries the S3 settings
     ds.write_parquet(path, filesystem=fs)

@@ -4,7 +4,8 @@
    orientation (:func:`semcolor.core.decode.decode_image`), keep the full-resolution lightness as compact uint8
    ``l8`` bytes and a model-size copy ``small``.
 2. :class:`ColorizeActor` (actor pool, one model load per actor): ``small`` -> ``ab8`` + ``fg8`` at model size.
-3. :func:`merge_encode_write` (CPU tasks): AB upsampled and merged with the full-resolution L, encoded,
+3. :func:`merge_encode_write` (CPU tasks): AB and the mask upsampled (guided by the full-resolution L, or
+   bilinear: ``refine``) and merged with the full-resolution L, encoded,
    written atomically to ``output`` (and the mask to ``mask``); returns one result record per row.
 
 Every row travels through all stages, bad rows included (``status == "error"`` with ``kind`` and
@@ -17,7 +18,7 @@ Columns between stages (N rows, model size S):
     width, height               int32, the output size (source size after EXIF orientation)
     source_bytes                int64
     l8                          binary, H*W bytes: full-resolution L * 255/100, row-major (b"" on error)
-    small                       uint8 (N, S, S): l8 resized to the model size          [decode -> model]
+    small                       uint8 (N, S, S): l8 resized to the model size          [decode -> merge]
     ab8                         int8 (N, 2, S, S): predicted a/b in LAB units          [model -> merge]
     fg8                         uint8 (N, S, S): foreground probability * 255 or class id
     seconds                     float64, processing time accumulated per row
@@ -41,6 +42,7 @@ from semcolor.core.colorizer import (
 )
 from semcolor.core.decode import ERROR, OK, READ_ERROR, DataError, decode_image
 from semcolor.core.encode import encode_mask, encode_rgb
+from semcolor.core.refine import DEFAULT_REFINE
 
 DECODE_FAILED = "decode_failed"
 ENCODE_ERROR = "encode_error"
@@ -107,11 +109,13 @@ class _RowFailed(Exception):
 class ColorizeActor:
     """Stage 2: loads :class:`semcolor.core.colorizer.Colorizer` once per actor; ``small`` -> ``ab8``, ``fg8``.
 
-    ``threads``: torch intra-op threads for this actor (CPU inference). Inference is deterministic
+    ``threads``: torch intra-op threads for this actor (CPU inference); ``vividness``: see
+    :meth:`semcolor.core.colorizer.Colorizer.predict`. Inference is deterministic
     (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
     """
 
-    def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
+                 vividness: float | None = None) -> None:
         import torch
 
         from semcolor.model.inference import load_colorizer, make_deterministic
@@ -121,16 +125,17 @@ class ColorizeActor:
         make_deterministic()
         self.colorizer = load_colorizer(checkpoint, device=device, size=size)
         self.size = size
+        self.vividness = vividness
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
-        small = batch.pop("small")
+        small = batch["small"]  # kept: the merge's guided upsampling uses it as its model-size guide
         n = len(small)
         ok = np.array([s == OK for s in batch["status"]], dtype=bool)
         ab8 = np.zeros((n, 2, self.size, self.size), dtype=np.int8)
         fg8 = np.zeros((n, self.size, self.size), dtype=np.uint8)
         if ok.any():
-            ab8[ok], fg8[ok] = self.colorizer.predict(small[ok])
+            ab8[ok], fg8[ok] = self.colorizer.predict(small[ok], self.vividness)
         share = (time.perf_counter() - started) / max(1, int(ok.sum()))
         batch["seconds"] = batch["seconds"] + np.where(ok, share, 0.0)
         batch["object_store_bytes"] = batch["object_store_bytes"] + np.array(
@@ -139,13 +144,14 @@ class ColorizeActor:
         return batch
 
 
-def _colorize_row(l8_bytes: bytes, height: int, width: int, ab8: np.ndarray, fg8: np.ndarray, output: str,
-                  mask_url: str, fmt: str, quality: int, n_classes: int, s3: storage.S3Options | None) -> int:
+def _colorize_row(l8_bytes: bytes, height: int, width: int, small: np.ndarray, ab8: np.ndarray, fg8: np.ndarray,
+                  output: str, mask_url: str, fmt: str, quality: int, n_classes: int, refine: str,
+                  s3: storage.S3Options | None) -> int:
     """Merge, encode and write one row; returns bytes written. Raises _StageError naming the step."""
     try:
         l8 = np.frombuffer(l8_bytes, dtype=np.uint8).reshape(height, width)
-        image = encode_rgb(merge_full_resolution(l8, ab8), fmt, quality)
-        mask = encode_mask(mask_full_resolution(fg8, height, width, n_classes)) if mask_url else b""
+        image = encode_rgb(merge_full_resolution(l8, ab8, small, refine), fmt, quality)
+        mask = encode_mask(mask_full_resolution(fg8, l8, n_classes, small, refine)) if mask_url else b""
     except Exception as exc:
         raise _StageError(ENCODE_ERROR, f"cannot merge/encode {fmt}: {type(exc).__name__}: {exc}") from exc
     try:
@@ -164,7 +170,7 @@ class _StageError(Exception):
 
 
 def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_classes: int,
-                       run_id: str, s3: storage.S3Options | None = None) -> pa.Table:
+                       run_id: str, s3: storage.S3Options | None = None, refine: str = DEFAULT_REFINE) -> pa.Table:
     """Stage 3: full-resolution merge + encode + atomic write per ok row -> records (:data:`RECORD_SCHEMA`).
 
     A row's record says ok only after its image (and mask) were written; failures become error records.
@@ -183,8 +189,8 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
         if status[i] == OK:
             try:
                 written[i] = _colorize_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
-                                           batch["ab8"][i], batch["fg8"][i], outputs[i], masks[i] or "",
-                                           fmt, quality, n_classes, s3)
+                                           batch["small"][i], batch["ab8"][i], batch["fg8"][i], outputs[i],
+                                           masks[i] or "", fmt, quality, n_classes, refine, s3)
             except _StageError as exc:
                 status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
         if status[i] != OK:

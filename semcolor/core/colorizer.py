@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from semcolor.core import color
+from semcolor.core import refine as refine_maps
+from semcolor.core.refine import DEFAULT_REFINE
 
 L8_SCALE = 255.0 / 100.0
 MERGE_CHUNK_PIXELS = 1 << 20  # LAB->RGB in row bands of about 1 MP to bound memory on 12+ MP scans
@@ -84,14 +85,16 @@ def prepare_l8(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return l8, resize_l8(l8, size)
 
 
-def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
+def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray | None = None,
+                          refine: str = DEFAULT_REFINE) -> np.ndarray:
     """Full-res l8 (H, W) + model-size ab8 (2, S, S) int8 LAB units -> uint8 RGB (H, W, 3).
 
-    AB is upsampled bilinearly to (H, W) and merged band by band with the full-resolution L.
+    AB is upsampled to (H, W) (``refine``: guided by the full-resolution L, or bilinear; see
+    :mod:`semcolor.core.refine`; ``l8_small`` is the model's input, recomputed when None) and merged band by band
+    with the full-resolution L.
     """
     h, w = l8.shape
-    ab = torch.from_numpy(ab8.astype(np.float32))[None]
-    ab_full = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)[0]
+    ab_full = refine_maps.upsample(torch.from_numpy(ab8.astype(np.float32)), l8, l8_small, refine)
     out = np.empty((h, w, 3), dtype=np.uint8)
     rows = max(1, MERGE_CHUNK_PIXELS // max(1, w))
     for top in range(0, h, rows):
@@ -101,11 +104,14 @@ def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
     return out
 
 
-def mask_full_resolution(fg8: np.ndarray, height: int, width: int, n_classes: int) -> np.ndarray:
-    """Model-size fg8 (S, S) -> full-resolution mask uint8 (H, W): 0/255 (binary) or class ids (nearest)."""
+def mask_full_resolution(fg8: np.ndarray, l8: np.ndarray, n_classes: int, l8_small: np.ndarray | None = None,
+                         refine: str = DEFAULT_REFINE) -> np.ndarray:
+    """Model-size fg8 (S, S) -> full-resolution mask uint8 at l8's (H, W): 0/255 (binary: the foreground
+    probability upsampled per ``refine``, then thresholded at 1/2) or class ids (nearest)."""
+    height, width = l8.shape
     if n_classes == 2:
-        prob = torch.from_numpy(fg8.astype(np.float32))[None, None]
-        up = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        prob = torch.from_numpy(fg8.astype(np.float32))[None]
+        up = refine_maps.upsample(prob, l8, l8_small, refine)[0]
         return np.where(up.numpy() > 127.5, 255, 0).astype(np.uint8)
     return np.asarray(Image.fromarray(fg8, mode="L").resize((width, height), Image.Resampling.NEAREST))
 
@@ -117,8 +123,9 @@ class Predictor(Protocol):
     """Model resolution in pixels (square)."""
     n_classes: int
 
-    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+    def predict(self, l8_small: np.ndarray, vividness: float | np.ndarray = ...) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)); ``vividness`` in
+        [0, 1] (one value, or one per image), its default the model's."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -136,6 +143,11 @@ class Colorizer:
     """
 
     predictor: Predictor
+    refine: str = DEFAULT_REFINE
+    """How model-size AB and masks reach full resolution: guided by the full-resolution L, or bilinear."""
+
+    def __post_init__(self) -> None:
+        refine_maps.check_refine(self.refine)
 
     @property
     def size(self) -> int:
@@ -149,30 +161,40 @@ class Colorizer:
         """Full-resolution uint8 RGB (H, W, 3) or gray (H, W) -> (l8 (H, W), l8_small (S, S))."""
         return prepare_l8(image, self.size)
 
-    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+    def predict(self, l8_small: np.ndarray, vividness: float | np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)).
+
+        ``vividness`` in [0, 1] (one value or one per image; None = the predictor's default): how far the colors
+        go from the mean of the plausible ones toward the most likely one (bins head; a regression model ignores it).
+        """
         if l8_small.ndim != 3 or l8_small.shape[1:] != (self.size, self.size):
             raise ValueError(f"l8_small must be (B, S, S) with S = {self.size}; got {l8_small.shape}")
-        return self.predictor.predict(l8_small)
+        if vividness is None:
+            return self.predictor.predict(l8_small)
+        return self.predictor.predict(l8_small, vividness)
 
-    def merge(self, l8: np.ndarray, ab8: np.ndarray) -> np.ndarray:
-        """Full-res l8 (H, W) + model-size ab8 (2, S, S) -> RGB uint8 (H, W, 3)."""
-        return merge_full_resolution(l8, ab8)
+    def merge(self, l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray | None = None) -> np.ndarray:
+        """Full-res l8 (H, W) + model-size ab8 (2, S, S) -> RGB uint8 (H, W, 3). ``l8_small``: the model's input
+        (the guided upsampling's model-size guide; recomputed from l8 when None)."""
+        return merge_full_resolution(l8, ab8, l8_small, self.refine)
 
-    def mask(self, l8: np.ndarray, fg8: np.ndarray) -> np.ndarray:
+    def mask(self, l8: np.ndarray, fg8: np.ndarray, l8_small: np.ndarray | None = None) -> np.ndarray:
         """Model-size fg8 (S, S) -> mask uint8 at l8's (H, W): 0/255 (binary) or class ids."""
-        return mask_full_resolution(fg8, *l8.shape, self.n_classes)
+        return mask_full_resolution(fg8, l8, self.n_classes, l8_small, self.refine)
 
-    def finish(self, l8: np.ndarray, ab8: np.ndarray, fg8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, l8: np.ndarray, ab8: np.ndarray, fg8: np.ndarray, l8_small: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Full-res l8 (H, W) + one image's model-size outputs -> (RGB uint8 (H, W, 3), mask uint8 (H, W))."""
-        return self.merge(l8, ab8), self.mask(l8, fg8)
+        return self.merge(l8, ab8, l8_small), self.mask(l8, fg8, l8_small)
 
-    def colorize(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def colorize(self, image: np.ndarray, vividness: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One full-resolution uint8 RGB (H, W, 3) or gray (H, W) image -> (RGB uint8 (H, W, 3), mask uint8 (H, W))."""
-        return self.colorize_many([image])[0]
+        return self.colorize_many([image], vividness)[0]
 
-    def colorize_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def colorize_many(self, images: list[np.ndarray], vividness: float | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Batch of full-resolution images (any sizes) -> [(RGB uint8, mask uint8)], one forward pass."""
         prepared = [self.prepare(image) for image in images]
-        ab8, fg8 = self.predict(np.stack([small for _, small in prepared]))
-        return [self.finish(l8, ab, fg) for (l8, _), ab, fg in zip(prepared, ab8, fg8)]
+        ab8, fg8 = self.predict(np.stack([small for _, small in prepared]), vividness)
+        return [self.finish(l8, ab, fg, small) for (l8, small), ab, fg in zip(prepared, ab8, fg8)]

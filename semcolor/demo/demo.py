@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semcolor.options import option
+from semcolor.core.refine import check_refine, refine_option
+from semcolor.model.config import check_vividness, vividness_option
+from semcolor.options import config_from_args, option
 
 MARKER = ".semcolor-demo"
 
@@ -34,6 +36,12 @@ class DemoOptions:
 
     out: str = option("demo_out", help="output folder (the demo owns it: a folder from an earlier demo is replaced)")
     fast: bool = option(False, help="smallest settings (what the test suite runs)")
+    vividness: float = vividness_option()
+    refine: str = refine_option()
+
+    def __post_init__(self) -> None:
+        check_vividness(self.vividness)
+        check_refine(self.refine)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 
@@ -118,8 +126,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from semcolor.ray_env import init_ray
     from semcolor.train.driver import TrainConfig, fit
 
-    settings = FAST if args.fast else FULL
-    out = Path(args.out).resolve()
+    options = config_from_args(DemoOptions, args)
+    settings = FAST if options.fast else FULL
+    out = Path(options.out).resolve()
     started = time.perf_counter()
     _prepare_out(out)
     init_ray(args.address, args.num_cpus)
@@ -137,7 +146,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     originals = write_inputs(out, settings)
     colorized = out / "colorized"
-    summary = colorize(str(out / "inputs"), str(colorized), result.best_checkpoint, batch_size=8, masks=True)
+    summary = colorize(str(out / "inputs"), str(colorized), result.best_checkpoint, batch_size=8, masks=True,
+                       vividness=options.vividness, refine=options.refine)
     print(f"[demo] {summary.line()}", flush=True)
     sheet = write_sheet(out, originals, colorized)
 

@@ -35,6 +35,7 @@ from semcolor.core.decode import (
     decode_pair,
 )
 from semcolor.core.figures import figure_png
+from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.evaluation.config import EvaluateConfig
 from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator, json_safe
 from semcolor.options import config_from_args
@@ -86,15 +87,16 @@ def target_classes(mask: np.ndarray, n_classes: int) -> np.ndarray:
     return (mask > 127).astype(np.uint8) if n_classes == 2 else mask
 
 
-def predict_full_resolution(colorizer, rgbs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def predict_full_resolution(colorizer, rgbs: list[np.ndarray], vividness: float | None = None
+                            ) -> list[dict[str, np.ndarray]]:
     """Full-resolution RGB sources -> per image ``l8``, ``pred`` RGB, ``gray`` RGB (AB = 0) and ``mask`` class ids,
-    all at the source's (H, W). One forward pass at the colorizer's size."""
+    all at the source's (H, W). One forward pass at the colorizer's size, colors decoded at ``vividness``."""
     prepared = [colorizer.prepare(rgb) for rgb in rgbs]
-    ab8, fg8 = colorizer.predict(np.stack([small for _, small in prepared]))
+    ab8, fg8 = colorizer.predict(np.stack([small for _, small in prepared]), vividness)
     out = []
-    for (l8, _), ab, fg in zip(prepared, ab8, fg8):
-        pred, stored = colorizer.finish(l8, ab, fg)
-        out.append({"l8": l8, "pred": pred, "gray": colorizer.merge(l8, np.zeros_like(ab)),
+    for (l8, small), ab, fg in zip(prepared, ab8, fg8):
+        pred, stored = colorizer.finish(l8, ab, fg, small)
+        out.append({"l8": l8, "pred": pred, "gray": colorizer.merge(l8, np.zeros_like(ab), small),
                     "mask": target_classes(stored, colorizer.n_classes)})
     return out
 
@@ -107,21 +109,23 @@ class MetricsActor:
     (JSON list of ``{key, kind, reason}``), ``mask_resized`` int.
     """
 
-    def __init__(self, checkpoint: str, size: int | None, threads: int, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str, size: int | None, threads: int, device: str = "auto",
+                 vividness: float | None = None, refine: str = DEFAULT_REFINE) -> None:
         import torch
 
         from semcolor.model.inference import load_colorizer
 
         torch.set_num_threads(max(1, threads))
-        self.colorizer = load_colorizer(checkpoint, device=device, size=size)
+        self.colorizer = load_colorizer(checkpoint, device=device, size=size, refine=refine)
         self.n_classes = self.colorizer.n_classes
+        self.vividness = vividness
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         seg, col, gray = SegmentationAccumulator(self.n_classes), ColorAccumulator(), ColorAccumulator()
         good = [i for i, status in enumerate(batch["status"]) if status == OK]
         if good:
             rgbs = [np.asarray(batch["rgb"][i]) for i in good]
-            for i, rgb, out in zip(good, rgbs, predict_full_resolution(self.colorizer, rgbs)):
+            for i, rgb, out in zip(good, rgbs, predict_full_resolution(self.colorizer, rgbs, self.vividness)):
                 seg.update(out["mask"][None], target_classes(np.asarray(batch["mask"][i]), self.n_classes)[None])
                 col.update(out["pred"], rgb)
                 gray.update(out["gray"], rgb)
@@ -151,7 +155,7 @@ def _select_pairs(images: str | None, masks: str | None, manifest: str | None, l
     return pairs
 
 
-def _grid_png(colorizer, pairs, rows: int, max_pixels: int) -> bytes:
+def _grid_png(colorizer, pairs, rows: int, max_pixels: int, vividness: float | None = None) -> bytes:
     """grid.png: per row gray input | predicted color | truth | predicted mask | true mask, for the first ``rows``
     good pairs (same decode and inference path as the metrics)."""
     import matplotlib
@@ -170,7 +174,7 @@ def _grid_png(colorizer, pairs, rows: int, max_pixels: int) -> bytes:
         samples.append((key, sample.rgb, sample.mask))
     if not samples:
         raise ValueError("no readable pair to draw in grid.png")
-    outs = predict_full_resolution(colorizer, [s[1] for s in samples])
+    outs = predict_full_resolution(colorizer, [s[1] for s in samples], vividness)
     n_classes = colorizer.n_classes
     titles = ("gray input (L)", "predicted color", "truth", "predicted mask", "true mask")
     fig, axes = plt.subplots(len(samples), 5, figsize=(5 * 2.4, len(samples) * 2.0), squeeze=False)
@@ -225,7 +229,8 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
         MetricsActor, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=config.actors),
         fn_constructor_kwargs={"checkpoint": checkpoint, "size": model_size,
                                "threads": max(1, int(round(config.cpus_per_actor))),
-                               "device": "cuda" if gpus > 0 else "cpu"},
+                               "device": "cuda" if gpus > 0 else "cpu", "vividness": config.vividness,
+                               "refine": config.refine},
         num_cpus=config.cpus_per_actor, **actor_args, **remote_env).take_all()
 
     n = model_config.n_classes
@@ -244,6 +249,8 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     seg_result, col_result, gray_result = seg.result(), col.result(), gray.result()
     metrics: dict[str, Any] = {
         "checkpoint": checkpoint, "arch": model_config.arch, "n_classes": n, "model_size": model_size,
+        "color_head": model_config.color_head, "seg_to_color": model_config.seg_to_color,
+        "vividness": config.vividness if model_config.color_head == "bins" else None, "refine": config.refine,
         "protocol": "predict at model size; AB upsampled and merged with the source's full-resolution L; "
                     "RGB uint8 vs the source, per image then averaged; masks at full resolution",
         "pixel_accuracy": seg_result["pixel_accuracy"], "iou": seg_result["iou"], "miou": seg_result["miou"],
@@ -261,9 +268,9 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     storage.makedirs(out)
     storage.write_text(storage.join(out, "metrics.json"), json.dumps(json_safe(metrics), indent=2))
     if config.grid_rows > 0:
-        colorizer = load_colorizer(checkpoint, device="cpu", size=model_size)
+        colorizer = load_colorizer(checkpoint, device="cpu", size=model_size, refine=config.refine)
         storage.write_bytes(storage.join(out, "grid.png"),
-                            _grid_png(colorizer, pairs, config.grid_rows, config.max_pixels))
+                            _grid_png(colorizer, pairs, config.grid_rows, config.max_pixels, config.vividness))
     return metrics
 
 

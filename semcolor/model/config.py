@@ -5,8 +5,35 @@ Plain dataclasses without torch, so commands can declare their options without l
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from semcolor.options import option
 
 ARCHS = ("resnet34", "unet")
+COLOR_HEADS = ("regression", "bins")
+GAMUT_BINS = 261
+"""In-gamut AB bins at grid 10 (``len(semcolor.model.color_bins.gamut_bins())``, checked by a test)."""
+
+
+VIVIDNESS_RANGE = (0.0, 1.0)
+DEFAULT_VIVIDNESS = 0.6
+"""Inference default (``--vividness``, ``?vividness=``); chosen by the quality table (README)."""
+
+
+def check_vividness(vividness: float) -> float:
+    """``vividness`` as a float, or ValueError naming the valid range."""
+    low, high = VIVIDNESS_RANGE
+    if not low <= float(vividness) <= high:
+        raise ValueError(f"vividness must be in [{low}, {high}] (0 = the mean of the plausible colors, 1 = nearly "
+                         f"the most likely one); got {vividness}")
+    return float(vividness)
+
+
+def vividness_option() -> Any:
+    """The ``--vividness`` option of every command that colorizes."""
+    return option(DEFAULT_VIVIDNESS, help="bins-head models: 0 = the mean of the plausible colors (muted, safest), "
+                  "1 = nearly the most likely color (vivid); the annealed mean's temperature is 1 - 0.9 x vividness. "
+                  "Regression models ignore it")
 
 
 @dataclass
@@ -20,7 +47,13 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = field(default=(256, 128, 64))
     ab_scale: float = 110.0
     """LAB a/b units per unit of the regression color head's tanh output."""
-    version: int = 1
+    color_head: str = "bins"
+    """``regression`` (AB by tanh) or ``bins`` (a distribution over in-gamut AB bins; see semcolor.model.color_bins)."""
+    n_bins: int = GAMUT_BINS
+    """Bins of the ``bins`` head (261 at grid 10); their centres and the AB prior are buffers in the weights."""
+    seg_to_color: bool = False
+    """The color head also sees the segmentation head's probabilities (the segmentation -> color link)."""
+    version: int = 2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -32,6 +65,10 @@ class ModelConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         if len(self.decoder_channels) != 3:
             raise ValueError(f"decoder_channels needs 3 entries; got {self.decoder_channels}")
+        if self.color_head not in COLOR_HEADS:
+            raise ValueError(f"Wrong color_head {self.color_head!r}; supported: {list(COLOR_HEADS)}")
+        if self.color_head == "bins" and self.n_bins < 2:
+            raise ValueError(f"the bins color head needs n_bins >= 2; got {self.n_bins}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -44,6 +81,8 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
+        if d.get("version", 1) < 2:  # version 1 checkpoints predate the bins head: they regress AB
+            d = {**d, "color_head": "regression"}
         return cls(**d)
 
 
@@ -53,17 +92,23 @@ COLOR_LOSSES = ("mse", "l1", "huber")
 
 @dataclass
 class LossConfig:
-    """Weights and kinds of the two terms. ``color_mask="foreground"`` is the reference's foreground-only loss."""
+    """Weights and kinds of the two terms. ``color_mask="foreground"`` is the reference's foreground-only loss.
+
+    ``color_loss`` applies to the regression head; ``rebalance`` (the mix with uniform in the rebalancing weights,
+    1 = none) to the bins head."""
 
     seg_weight: float = 1.0
     color_weight: float = 1.0
     color_mask: str = "all"
     color_loss: str = "mse"
+    rebalance: float = 0.5
 
     def __post_init__(self) -> None:
         if self.color_mask not in COLOR_MASKS:
             raise ValueError(f"Wrong color_mask {self.color_mask!r}; supported: {list(COLOR_MASKS)}")
         if self.color_loss not in COLOR_LOSSES:
             raise ValueError(f"Wrong color_loss {self.color_loss!r}; supported: {list(COLOR_LOSSES)}")
+        if not 0.0 < self.rebalance <= 1.0:
+            raise ValueError(f"rebalance must be in (0, 1] (1 = no rebalancing); got {self.rebalance}")
         if self.seg_weight < 0 or self.color_weight < 0:
             raise ValueError(f"loss weights must be >= 0; got seg={self.seg_weight}, color={self.color_weight}")

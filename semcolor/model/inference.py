@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from semcolor.core.colorizer import Colorizer
+from semcolor.core.refine import DEFAULT_REFINE
+from semcolor.model.color_bins import DEFAULT_VIVIDNESS
 from semcolor.model.config import ModelConfig
 from semcolor.model.network import SegColorModel
 
@@ -45,17 +47,21 @@ class TorchPredictor:
         return self.config.n_classes
 
     @torch.inference_mode()
-    def predict(self, l8_small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S))."""
+    def predict(self, l8_small: np.ndarray, vividness: float | np.ndarray = DEFAULT_VIVIDNESS
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)); ``vividness`` in
+        [0, 1], one value or one per image (B,)."""
         x = torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True)
         x = (x.float() / 255.0)[:, None]  # L / 100 in [0, 1]
+        v = torch.as_tensor(vividness, dtype=torch.float32, device=self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                seg, ab = self.model(x)
+                seg, raw = self.model(x)
         else:
-            seg, ab = self.model(x)
-        ab8 = (ab.float() * self.config.ab_scale).round().clamp(-127, 127).to(torch.int8)
+            seg, raw = self.model(x)
+        ab = self.model.decode_ab(raw.float(), *x.shape[-2:], v)
+        ab8 = ab.round().clamp(-127, 127).to(torch.int8)
         if self.config.n_classes == 2:
             fg8 = (seg.float().softmax(dim=1)[:, 1] * 255.0).round().to(torch.uint8)
         else:
@@ -64,6 +70,7 @@ class TorchPredictor:
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.config.arch, "n_classes": self.config.n_classes, "size": self.size,
+                "color_head": self.config.color_head, "seg_to_color": self.config.seg_to_color,
                 "backend": "torch", "device": str(self.device)}
 
 
@@ -81,6 +88,8 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
     return TorchPredictor(model=model, config=config, device=dev, size=size)
 
 
-def load_colorizer(url: str, device: str | None = "auto", size: int | None = None) -> Colorizer:
-    """A :class:`Colorizer` around the checkpoint at ``url`` (see :func:`load_predictor`)."""
-    return Colorizer(load_predictor(url, device, size))
+def load_colorizer(url: str, device: str | None = "auto", size: int | None = None, refine: str = DEFAULT_REFINE
+                   ) -> Colorizer:
+    """A :class:`Colorizer` around the checkpoint at ``url`` (see :func:`load_predictor`), upsampling per
+    ``refine`` (see :mod:`semcolor.core.refine`)."""
+    return Colorizer(load_predictor(url, device, size), refine=refine)

@@ -1,11 +1,13 @@
 """SegColorNet and SegColorUNet: a ResNet34 encoder, a decoder, a segmentation head and a color head.
 
 Input: L / 100 in [0, 1], shape (B, 1, H, W), any H and W (padded to a multiple of 32 inside, cropped back).
-Outputs: ``seg_logits`` (B, n_classes, H, W) and ``ab`` (B, 2, H, W) in model scale [-1, 1] (tanh); multiply by
-``ModelConfig.ab_scale`` for LAB units.
+``forward`` (training) -> ``seg_logits`` (B, n_classes, H, W) and the color head's raw output at the decoder's
+resolution (B, K, H'/4, W'/4) of the padded size (K = 2 tanh AB for the regression head, Q bin logits for the bins
+head); ``infer`` -> ``seg_logits`` and ``ab`` (B, 2, H, W) in LAB units, decoded at the vividness asked for.
 
-Both heads run at 1/4 of the input resolution (where the decoder ends) and their outputs are bilinearly
-upsampled: chroma and mask logits are smooth, full-resolution heads cost a third of the FLOPs for no gain.
+Both heads run at 1/4 of the input resolution (where the decoder ends); mask logits and decoded AB are bilinearly
+upsampled: chroma and mask logits are smooth, full-resolution heads cost a third of the FLOPs for no gain. With
+``seg_to_color`` the color head also sees the segmentation probabilities (the reference's segmentation -> color idea).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from semcolor.model import color_bins
 from semcolor.model.config import ModelConfig
 from semcolor.model.decoders import TransposedDecoder, UNetDecoder
 from semcolor.model.encoder import ResNet34Encoder
-from semcolor.model.heads import Head
+from semcolor.model.heads import BinnedColorHead, Head, RegressionColorHead
 
 ENCODER_STRIDE = 32
 # ImageNet statistics of the luminance of RGB inputs (applied to L / 100 after channel adaptation).
@@ -25,11 +28,14 @@ _L_MEAN = 0.449
 _L_STD = 0.226
 
 
-class SegColorModel(nn.Module):
-    """Encoder -> decoder -> (segmentation head, color head); outputs at the input's size.
+def _upsample_crop(x: Tensor, h: int, w: int) -> Tensor:
+    """Decoder-resolution maps (B, K, h', w') of the padded input -> (B, K, h, w): bilinear to the padded size, crop."""
+    size = (h + (-h) % ENCODER_STRIDE, w + (-w) % ENCODER_STRIDE)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
 
-    forward: L (B, 1, H, W) in [0, 1] -> (seg_logits (B, n_classes, H, W), ab (B, 2, H, W) in [-1, 1]).
-    """
+
+class SegColorModel(nn.Module):
+    """Encoder -> decoder -> (segmentation head, color head); see the module docstring for the shapes."""
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
@@ -37,9 +43,13 @@ class SegColorModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.seg_head = Head(decoder.out_channels, config.n_classes)
-        self.color_head = Head(decoder.out_channels, 2, bounded=True)
+        color_in = decoder.out_channels + (config.n_classes if config.seg_to_color else 0)
+        self.color_head: RegressionColorHead | BinnedColorHead = (
+            BinnedColorHead(color_in, config.n_bins) if config.color_head == "bins"
+            else RegressionColorHead(color_in, config.ab_scale))
 
     def forward(self, l_input: Tensor) -> tuple[Tensor, Tensor]:
+        """L (B, 1, H, W) -> (seg_logits (B, C, H, W), raw color output (B, K, h', w') at the decoder's resolution)."""
         if l_input.ndim != 4 or l_input.shape[1] != 1:
             raise ValueError(f"input must be L with shape (B, 1, H, W); got {tuple(l_input.shape)}")
         h, w = l_input.shape[-2:]
@@ -49,12 +59,22 @@ class SegColorModel(nn.Module):
             mode = "reflect" if h > ph and w > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         features = self.decoder(self.encoder(x))
-        seg = self.seg_head(features)
-        ab = self.color_head(features)
-        size = (h + ph, w + pw)
-        seg = F.interpolate(seg, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
-        ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
-        return seg, ab
+        seg_low = self.seg_head(features)
+        if self.config.seg_to_color:
+            features = torch.cat([features, seg_low.float().softmax(dim=1).to(features.dtype)], dim=1)
+        return _upsample_crop(seg_low, h, w), self.color_head(features)
+
+    def decode_ab(self, color_raw: Tensor, h: int, w: int, vividness: float | Tensor) -> Tensor:
+        """Raw color output (B, K, h', w') -> AB (B, 2, h, w) in LAB units: decoded at the decoder's resolution (the
+        annealed mean at ``color_bins.temperature(vividness)``; a float or (B,) per image), then upsampled."""
+        return _upsample_crop(self.color_head.decode(color_raw, color_bins.temperature(vividness)), h, w)
+
+    def infer(self, l_input: Tensor, vividness: float | Tensor = color_bins.DEFAULT_VIVIDNESS
+              ) -> tuple[Tensor, Tensor]:
+        """L (B, 1, H, W) -> (seg_logits (B, C, H, W), ab (B, 2, H, W) LAB units). Vividness in [0, 1] (bins head
+        only; the regression head ignores it)."""
+        seg, raw = self(l_input)
+        return seg, self.decode_ab(raw, *l_input.shape[-2:], vividness)
 
 
 class SegColorNet(SegColorModel):
@@ -74,8 +94,12 @@ class SegColorUNet(SegColorModel):
 
 
 def build_model(config: ModelConfig) -> SegColorModel:
-    """Build the architecture named by ``config.arch`` and load ``config.pretrained`` encoder weights if set."""
+    """Build the architecture named by ``config.arch`` and load ``config.pretrained`` encoder weights if set; a bins
+    color head starts with the in-gamut bins and a uniform prior."""
     model: SegColorModel = SegColorNet(config) if config.arch == "resnet34" else SegColorUNet(config)
+    if isinstance(model.color_head, BinnedColorHead) and config.n_bins == len(color_bins.gamut_bins()):
+        # in-gamut bins and a uniform prior until training sets its data's prior (or a checkpoint loads its own)
+        model.color_head.set_color_space(color_bins.gamut_bins(), torch.full((config.n_bins,), 1.0 / config.n_bins))
     if config.pretrained:
         from semcolor.model.weights import load_encoder_weights
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.options import option
 
 
@@ -23,6 +24,7 @@ class ServiceSettings:
     max_pixels: int
     torch_threads: int
     jpeg_quality: int
+    refine: str
 
 
 class ServeArgs(BaseModel):
@@ -51,6 +53,9 @@ class ServeArgs(BaseModel):
                             json_schema_extra={"flag": "--gpus-per-replica"})
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default max(1, num_cpus)")
     jpeg_quality: int = Field(90, ge=1, le=95, description="quality of JPEG answers (?format=jpeg)")
+    refine: Literal["guided", "bilinear"] = Field(
+        DEFAULT_REFINE, description="upsampling of colors and masks to the source's size: guided (by the "
+        "full-resolution lightness; edges stay sharp) or bilinear")
 
     @field_validator("autoscaling_config", mode="before")
     @classmethod
@@ -84,6 +89,7 @@ class ServeArgs(BaseModel):
             max_pixels=self.max_pixels,
             torch_threads=self.torch_threads or max(1, int(self.num_cpus)),
             jpeg_quality=self.jpeg_quality,
+            refine=self.refine,
         )
 
     def deployment_options(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ray import serve
 from semcolor import __version__
 from semcolor.core.decode import DataError, decode_image
 from semcolor.core.encode import encode_mask, encode_rgb
+from semcolor.model.config import DEFAULT_VIVIDNESS, VIVIDNESS_RANGE, check_vividness
 from semcolor.model.inference import load_colorizer
 from semcolor.serve.args import ServeArgs, ServiceSettings
 from semcolor.serve.http import (
@@ -140,6 +141,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     ]
 }
 FORMAT_QUERY = Query(None, description="png or jpeg; default: from the Accept header, else png")
+VIVIDNESS_QUERY = Query(DEFAULT_VIVIDNESS, description=f"{VIVIDNESS_RANGE[0]} to {VIVIDNESS_RANGE[1]}: 0 = the mean "
+                        "of the plausible colors (muted), 1 = nearly the most likely one (vivid); bins-head models "
+                        "only, a regression model ignores it")
+
+
+def _vividness(value: float) -> float:
+    """The query's vividness, or a 422 that names the valid range."""
+    try:
+        return check_vividness(value)
+    except ValueError as e:
+        raise RequestError(422, str(e)) from e
 
 api = FastAPI(
     title="semcolor",
@@ -194,7 +206,8 @@ class SemcolorService:
                                               initializer=torch.set_num_threads, initargs=(self.model_threads,))
         self._cpu_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="semcolor-cpu",
                                             initializer=torch.set_num_threads, initargs=(1,))
-        self.colorizer = load_colorizer(settings.checkpoint, device=settings.device, size=settings.size)
+        self.colorizer = load_colorizer(settings.checkpoint, device=settings.device, size=settings.size,
+                                        refine=settings.refine)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
@@ -215,27 +228,29 @@ class SemcolorService:
             self._idle.set()
         return self._idle
 
-    async def _submit(self, l8_small: np.ndarray) -> Forward:
+    async def _submit(self, l8_small: np.ndarray, vividness: float) -> Forward:
         """One request's model-size input -> its slice of a batched forward."""
         await self._model_idle().wait()
-        return await self._forward(l8_small)
+        return await self._forward((l8_small, vividness))
 
     @serve.batch(max_batch_size=ServeArgs.model_fields["max_batch_size"].default,
                  batch_wait_timeout_s=ServeArgs.model_fields["batch_wait_timeout_s"].default, max_concurrent_batches=1)
-    async def _forward(self, l8_smalls: list[np.ndarray]) -> list[Forward]:
-        """Stack concurrent requests' (S, S) inputs into one ``Colorizer.predict`` call."""
+    async def _forward(self, items: list[tuple[np.ndarray, float]]) -> list[Forward]:
+        """Stack concurrent requests' (S, S) inputs into one ``Colorizer.predict`` call (each with its own
+        vividness)."""
         idle = self._model_idle()
         idle.clear()
         try:
-            batch = np.stack(l8_smalls)
+            batch = np.stack([small for small, _ in items])
+            vividness = np.array([v for _, v in items], dtype=np.float32)
             start = time.perf_counter()
             loop = asyncio.get_running_loop()
-            ab8, fg8 = await loop.run_in_executor(self._model_pool, self.colorizer.predict, batch)
+            ab8, fg8 = await loop.run_in_executor(self._model_pool, self.colorizer.predict, batch, vividness)
             seconds = time.perf_counter() - start
         finally:
             idle.set()
-        self.stats.record(len(l8_smalls), seconds)
-        return [Forward(ab8[i], fg8[i], round(seconds * 1000.0, 3), len(l8_smalls)) for i in range(len(l8_smalls))]
+        self.stats.record(len(items), seconds)
+        return [Forward(ab8[i], fg8[i], round(seconds * 1000.0, 3), len(items)) for i in range(len(items))]
 
     # ---- per-request stages (run in worker threads) ----------------------------------------------------
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
@@ -252,19 +267,21 @@ class SemcolorService:
                         preprocess_ms=_ms(start))
 
     def _colorized(self, prep: Prepared, fwd: Forward) -> np.ndarray:
-        return self.colorizer.merge(prep.l8, fwd.ab8)
+        return self.colorizer.merge(prep.l8, fwd.ab8, prep.l8_small)
 
     def _mask(self, prep: Prepared, fwd: Forward) -> np.ndarray:
-        return self.colorizer.mask(prep.l8, fwd.fg8)
+        return self.colorizer.mask(prep.l8, fwd.fg8, prep.l8_small)
 
-    async def _infer(self, request: Request) -> tuple[Prepared, Forward, dict[str, float]]:
+    async def _infer(self, request: Request, vividness: float = DEFAULT_VIVIDNESS
+                     ) -> tuple[Prepared, Forward, dict[str, float]]:
         """Read, decode and run one request through the batched forward; returns its timings so far."""
+        vividness = _vividness(vividness)
         start = time.perf_counter()
         data, filename = await read_image_bytes(request, self.settings.max_body_bytes)
         timings = {"read": _ms(start)}
         prep = await self._cpu(self._prepare, data, filename)
         queued = time.perf_counter()
-        fwd = await self._submit(prep.l8_small)
+        fwd = await self._submit(prep.l8_small, vividness)
         timings.update(decode=prep.decode_ms, preprocess=prep.preprocess_ms, model=fwd.model_ms,
                        queue=max(0.0, round(_ms(queued) - fwd.model_ms, 3)))
         return prep, fwd, timings
@@ -280,11 +297,12 @@ class SemcolorService:
     # ---- routes ------------------------------------------------------------------------------------------
     @api.post("/colorize", openapi_extra=IMAGE_BODY, responses={**ERRORS, 200: {
         "content": {"image/png": {}, "image/jpeg": {}}, "description": "the colorized image at the source's size"}})
-    async def colorize(self, request: Request, format: str | None = FORMAT_QUERY) -> Response:
+    async def colorize(self, request: Request, format: str | None = FORMAT_QUERY,
+                       vividness: float = VIVIDNESS_QUERY) -> Response:
         """Colorize an image; the result has the source's full resolution (EXIF orientation applied)."""
         total = time.perf_counter()
         fmt = choose_format(format, request.headers.get("accept"))
-        prep, fwd, timings = await self._infer(request)
+        prep, fwd, timings = await self._infer(request, vividness)
 
         def finish() -> bytes:
             start = time.perf_counter()
@@ -320,11 +338,12 @@ class SemcolorService:
         return self._image_response(content, "png", fwd, timings)
 
     @api.post("/predict", openapi_extra=IMAGE_BODY, response_model=PredictResponse, responses=ERRORS)
-    async def predict(self, request: Request, format: str | None = FORMAT_QUERY) -> PredictResponse:
+    async def predict(self, request: Request, format: str | None = FORMAT_QUERY,
+                      vividness: float = VIVIDNESS_QUERY) -> PredictResponse:
         """Colorized image and mask, base64 in JSON, with per-stage timings in milliseconds."""
         total = time.perf_counter()
         fmt = choose_format(format, None)
-        prep, fwd, timings = await self._infer(request)
+        prep, fwd, timings = await self._infer(request, vividness)
 
         def finish() -> tuple[bytes, bytes, float]:
             start = time.perf_counter()
@@ -357,6 +376,9 @@ class SemcolorService:
             "batch_wait_timeout_s": self.settings.batch_wait_timeout_s,
             "max_body_bytes": self.settings.max_body_bytes,
             "max_pixels": self.settings.max_pixels,
+            "refine": self.settings.refine,
+            "vividness": {"default": DEFAULT_VIVIDNESS, "range": list(VIVIDNESS_RANGE),
+                          "applies": self.colorizer.predictor.describe().get("color_head") == "bins"},
         }
 
     @api.get("/stats")

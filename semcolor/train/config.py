@@ -8,12 +8,16 @@ from dataclasses import asdict, dataclass, fields
 from semcolor.data.pairs import images_option, manifest_option, masks_option
 from semcolor.model.config import (
     ARCHS,
+    COLOR_HEADS,
     COLOR_LOSSES,
     COLOR_MASKS,
     LossConfig,
     ModelConfig,
 )
 from semcolor.options import option
+
+BINS_COLOR_WEIGHT = 0.3
+"""Default weight of the bins head's color loss (see ``TrainConfig.color_weight``)."""
 
 
 @dataclass(kw_only=True)
@@ -44,10 +48,20 @@ class TrainConfig:
                                  "step")
     grad_clip: float = option(1.0, help="max global L2 norm of the gradients (0 disables clipping)")
     seg_weight: float = option(1.0, help="weight of the segmentation cross-entropy in the loss")
-    color_weight: float = option(1.0, help="weight of the color term in the loss")
+    color_weight: float | None = option(None, help="weight of the color term in the loss; default 1 for the "
+                                        "regression head, 0.3 for the bins head (whose cross-entropy over 261 bins "
+                                        "is ~5x the segmentation's and would otherwise drown it)")
     color_mask: str = option("all", choices=COLOR_MASKS, help="pixels the color loss counts: all, or foreground "
                              "only (the reference's choice, which never learns background color)")
-    color_loss: str = option("mse", choices=COLOR_LOSSES, help="color loss on AB")
+    color_head: str = option("bins", choices=COLOR_HEADS, help="bins: a distribution over 261 in-gamut AB bins "
+                             "(rebalanced soft-target cross-entropy; vivid colors, decoded at --vividness); "
+                             "regression: AB by tanh (the first model; tends to sepia)")
+    rebalance: float = option(0.8, help="bins head: mix of the rebalancing weights with uniform, 1 / ((1 - m) prior "
+                              "+ m / Q); 1 = no rebalancing, nearer 1 = milder (Zhang et al. use 0.5, which buys "
+                              "color with accuracy; vividness then adds color at inference)")
+    seg_to_color: bool = option(False, help="feed the segmentation probabilities to the color head (the "
+                                "segmentation -> color link)")
+    color_loss: str = option("mse", choices=COLOR_LOSSES, help="regression head: its loss on AB")
     workers: int = option(2, help="Ray Train workers (data-parallel DDP)")
     cpus_per_worker: float = option(1.0, help="Ray CPUs per worker; torch uses max(1, round(cpus_per_worker)) "
                                     "threads")
@@ -102,11 +116,15 @@ class TrainConfig:
         self.loss_config()  # validates the loss knobs
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained)
+        return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained,
+                           color_head=self.color_head, seg_to_color=self.seg_to_color)
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(seg_weight=self.seg_weight, color_weight=self.color_weight, color_mask=self.color_mask,
-                          color_loss=self.color_loss)
+        color_weight = self.color_weight
+        if color_weight is None:
+            color_weight = BINS_COLOR_WEIGHT if self.color_head == "bins" else 1.0
+        return LossConfig(seg_weight=self.seg_weight, color_weight=color_weight, color_mask=self.color_mask,
+                          color_loss=self.color_loss, rebalance=self.rebalance)
 
     @property
     def has_data(self) -> bool:

@@ -83,10 +83,11 @@ def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], str
     with checkpoint.as_directory() as folder:
         saved, _ = ckpt.load_config(folder)
         wanted = config.model_config()
-        if (saved.arch, saved.n_classes) != (wanted.arch, wanted.n_classes):
-            raise ValueError(f"the run's checkpoint {checkpoint.path} has arch={saved.arch}, n_classes="
-                             f"{saved.n_classes}, but this run asks for arch={wanted.arch}, n_classes="
-                             f"{wanted.n_classes}; use a new --name for a different model")
+        keys = ("arch", "n_classes", "color_head", "seg_to_color")
+        have, want = ({k: getattr(c, k) for k in keys} for c in (saved, wanted))
+        if have != want:
+            raise ValueError(f"the run's checkpoint {checkpoint.path} has {have}, but this run asks for {want}; use "
+                             "a new --name for a different model")
         loaded, _ = ckpt.load(folder)
         model.load_state_dict(loaded.state_dict(), strict=True)
         with open(os.path.join(folder, STATE_NAME)) as f:
@@ -148,7 +149,7 @@ def _quiet_ray_train_reports() -> None:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: ``train`` (TrainConfig dict), ``steps_per_epoch``, ``run_dir``,
-    ``deadline`` (time.time() seconds or None)."""
+    ``deadline`` (time.time() seconds or None), ``color_space`` (bins head: ``bins`` and ``prior`` lists, else None)."""
     import ray.train
     import ray.train.torch
 
@@ -166,6 +167,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from semcolor.model.network import build_model
 
     model = build_model(model_config)
+    if loop_config.get("color_space") is not None:  # a fresh bins head: the driver's bins and prior (a restore
+        space = loop_config["color_space"]          # below replaces them with the checkpoint's own)
+        model.color_head.set_color_space(torch.tensor(space["bins"]), torch.tensor(space["prior"]))
     restored = _restore(model, config)
     if use_cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -182,7 +186,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         scheduler.load_state_dict(saved["scheduler"])
     resumed_from = state["epoch"] if restored is not None else None
     loss_config = config.loss_config()
-    ab_scale = model_config.ab_scale
     inner = getattr(model, "module", model)
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
@@ -202,8 +205,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             inputs = preprocess_batch(batch["rgb"], batch["mask"], config.n_classes, train=True, generator=generator)
             x = inputs["l"].contiguous(memory_format=torch.channels_last) if use_cuda else inputs["l"]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                seg_logits, ab = model(x)
-            loss, parts = multitask_loss(seg_logits, ab, inputs["target"], inputs["ab"] / ab_scale, loss_config)
+                seg_logits, color_raw = model(x)
+            loss, parts = multitask_loss(seg_logits, color_raw, inputs["target"], inputs["ab"], loss_config,
+                                         inner.color_head)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {state['step']} on rank "
                                          f"{rank}; lower --lr (now {config.lr}) or check the data")

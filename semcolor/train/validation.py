@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from semcolor.core import color
 from semcolor.data.preprocess import preprocess_batch
+from semcolor.model.color_bins import DEFAULT_VIVIDNESS
 from semcolor.model.config import LossConfig
 from semcolor.model.losses import multitask_loss
 from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator
+from semcolor.model.network import SegColorModel
 
 _COLOR_LEN = len(ColorAccumulator().to_tensor())
 
@@ -83,29 +85,27 @@ def rgb_from_l_ab(l_input: Tensor, ab: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate_batch(model: nn.Module, rgb: Tensor, mask: Tensor, totals: ValidationTotals,
-                   loss_config: LossConfig) -> None:
-    """Add one batch (rgb uint8 (B, S, S, 3), mask uint8 (B, S, S), on the model's device) to ``totals``.
+def validate_batch(model: SegColorModel, rgb: Tensor, mask: Tensor, totals: ValidationTotals,
+                   loss_config: LossConfig, vividness: float = DEFAULT_VIVIDNESS) -> None:
+    """Add one batch (rgb uint8 (B, S, S, 3), mask uint8 (B, S, S), on the model's device) to ``totals``; colors
+    decoded at ``vividness``.
 
     ``model`` is in eval mode and not DDP-wrapped (no collectives inside). Truth is the batch's own RGB.
     """
     batch = preprocess_batch(rgb, mask, totals.n_classes, train=False)
-    if batch["l"].device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            seg_logits, ab = model(batch["l"])
-    else:
-        seg_logits, ab = model(batch["l"])
-    ab_scale = getattr(model, "config").ab_scale
-    loss, parts = multitask_loss(seg_logits, ab, batch["target"], batch["ab"] / ab_scale, loss_config)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["l"].device.type == "cuda"):
+        seg_logits, color_raw = model(batch["l"])
+    loss, parts = multitask_loss(seg_logits, color_raw, batch["target"], batch["ab"], loss_config, model.color_head)
+    ab = model.decode_ab(color_raw, *batch["l"].shape[-2:], vividness)
     b = rgb.shape[0]
     totals.loss_sums += np.array([float(loss) * b, float(parts["seg"]) * b, float(parts["color"]) * b, b])
     totals.seg.update(seg_logits.argmax(dim=1), batch["target"])
     truth = rgb.cpu().numpy()
-    totals.color.update(rgb_from_l_ab(batch["l"], ab * ab_scale), truth)
+    totals.color.update(rgb_from_l_ab(batch["l"], ab), truth)
     totals.gray.update(rgb_from_l_ab(batch["l"], torch.zeros_like(ab)), truth)
 
 
-def validate(model: nn.Module, batches: Iterable[dict[str, Tensor]], n_classes: int, loss_config: LossConfig,
+def validate(model: SegColorModel, batches: Iterable[dict[str, Tensor]], n_classes: int, loss_config: LossConfig,
              rank: int = 0, world_size: int = 1) -> ValidationTotals:
     """This worker's share of validation: batch ``i`` is evaluated when ``i % world_size == rank``.
 

@@ -1,0 +1,123 @@
+"""AB as classes (Zhang, Isola & Efros, "Colorful Image Colorization", ECCV 2016): in-gamut bins, soft-encoded
+targets, class rebalancing from the empirical AB prior, and decoding by the annealed mean.
+
+Units: AB in CIELAB units; ``bins`` float32 (Q, 2) bin centres; a grid of ``GRID`` units puts centres at multiples
+of the grid (cells ``[c - grid/2, c + grid/2)``). Pure torch, no Ray: the Ray Data pass that counts the prior is in
+:mod:`semcolor.data.color_prior`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from semcolor.model.config import DEFAULT_VIVIDNESS, VIVIDNESS_RANGE, check_vividness  # noqa: F401  (re-exported)
+
+GRID = 10.0
+"""Bin size in LAB units (Zhang et al.'s grid 10: 261 bins reachable from sRGB)."""
+CELL_SPAN = 12
+"""Cells per axis from the centre: centres at -120..120 cover every sRGB colour (a in [-87, 99], b in [-108, 95])."""
+SOFT_NEIGHBOURS = 5
+SOFT_SIGMA = 5.0
+"""Soft encoding: the 5 nearest bins with Gaussian weights of sigma 5 LAB units."""
+PRIOR_SIGMA = 5.0
+"""The empirical prior is smoothed by a Gaussian of sigma 5 LAB units over the bin centres before rebalancing."""
+
+
+def temperature(vividness: float | Tensor) -> float | Tensor:
+    """The annealed mean's temperature for a vividness in [0, 1]: T = 1 - 0.9 v (v 0 = the mean, T 1; v 1 = T 0.1,
+    close to the mode)."""
+    return 1.0 - 0.9 * vividness
+
+
+def cell_index(ab: Tensor, grid: float = GRID) -> Tensor:
+    """AB (..., 2) -> int64 cell index (...) on the (2 CELL_SPAN + 1)^2 grid: floor(ab / grid + 1/2) per axis."""
+    side = 2 * CELL_SPAN + 1
+    q = torch.floor(ab / grid + 0.5).long().clamp(-CELL_SPAN, CELL_SPAN) + CELL_SPAN
+    return q[..., 0] * side + q[..., 1]
+
+
+@functools.lru_cache(maxsize=4)
+def gamut_bins(grid: float = GRID) -> Tensor:
+    """float32 (Q, 2): centres of the cells that some 8-bit sRGB colour falls in (Q = 261 at grid 10).
+
+    Computed exactly over all 2^24 colours with :func:`semcolor.core.color.rgb_to_lab` (a few seconds, once per
+    process); a trained model keeps its bins in its checkpoint, so inference never recomputes them.
+    """
+    from semcolor.core import color
+
+    side = 2 * CELL_SPAN + 1
+    seen = torch.zeros(side * side, dtype=torch.bool)
+    v = torch.arange(256, dtype=torch.uint8)
+    g, b = torch.meshgrid(v, v, indexing="ij")
+    for r in range(256):  # one red value at a time: 65536 colours, bounded memory
+        rgb = torch.stack([torch.full_like(g, r), g, b], dim=-1)[None]
+        ab = color.rgb_to_lab(color.uint8_to_float(rgb))[0, 1:].reshape(2, -1).T
+        seen[cell_index(ab, grid)] = True
+    idx = seen.nonzero()[:, 0]
+    centres = torch.stack([idx // side, idx % side], dim=1).float() - CELL_SPAN
+    return centres * grid
+
+
+def cell_to_bin(bins: Tensor, grid: float = GRID) -> Tensor:
+    """int64 ((2 CELL_SPAN + 1)^2,): the bin index of each grid cell, -1 for cells outside ``bins``."""
+    side = 2 * CELL_SPAN + 1
+    table = torch.full((side * side,), -1, dtype=torch.long)
+    table[cell_index(bins.float(), grid)] = torch.arange(len(bins))
+    return table
+
+
+def quantize(ab: Tensor, bins: Tensor, grid: float = GRID) -> Tensor:
+    """AB (..., 2) -> int64 bin index (...): the bin whose cell holds the colour (nearest bin when the cell is not
+    one of ``bins``, which no 8-bit sRGB colour gives)."""
+    idx = cell_to_bin(bins, grid).to(ab.device)[cell_index(ab, grid)]
+    missing = idx < 0
+    if bool(missing.any()):
+        idx[missing] = torch.cdist(ab[missing].float(), bins.to(ab.device).float()).argmin(dim=1)
+    return idx
+
+
+def soft_encode(ab: Tensor, bins: Tensor, k: int = SOFT_NEIGHBOURS, sigma: float = SOFT_SIGMA
+                ) -> tuple[Tensor, Tensor]:
+    """AB (N, 2) -> (indices int64 (N, k) of the k nearest bins, weights float (N, k) summing to 1 per row:
+    Gaussian of the distance, sigma in LAB units)."""
+    dist2 = torch.cdist(ab.float(), bins.to(ab.device).float()).square()
+    d2, idx = dist2.topk(k, dim=1, largest=False)
+    weights = torch.softmax(-d2 / (2.0 * sigma * sigma), dim=1)
+    return idx, weights
+
+
+def smooth_prior(counts: Tensor, bins: Tensor, sigma: float = PRIOR_SIGMA) -> Tensor:
+    """Bin counts (Q,) -> float64 probabilities (Q,) smoothed by a Gaussian over the bin centres (sigma LAB units);
+    every in-gamut bin gets some mass."""
+    p = counts.double() / counts.double().sum().clamp_min(1.0)
+    d2 = torch.cdist(bins.double(), bins.double()).square()
+    kernel = torch.exp(-d2 / (2.0 * sigma * sigma))
+    kernel = kernel / kernel.sum(dim=0, keepdim=True)  # column j spreads bin j's mass; total mass kept
+    smoothed = kernel @ p
+    return smoothed / smoothed.sum()
+
+
+def rebalance_weights(prior: Tensor, mix: float) -> Tensor:
+    """Class-rebalancing weights (Q,): proportional to 1 / ((1 - mix) prior + mix / Q), scaled so that their mean
+    under ``prior`` is 1. ``mix`` 1 gives weights 1 (no rebalancing); Zhang et al. use 0.5; nearer 1 is milder."""
+    if not 0.0 < mix <= 1.0:
+        raise ValueError(f"rebalancing mix must be in (0, 1] (0 would weigh unseen colors infinitely); got {mix}")
+    p = prior.double()
+    w = 1.0 / ((1.0 - mix) * p + mix / len(p))
+    return (w / (p * w).sum()).float()
+
+
+def annealed_mean(logits: Tensor, bins: Tensor, temp: float | Tensor) -> Tensor:
+    """Bin logits (B, Q, H, W) -> AB (B, 2, H, W) in LAB units: the mean of the bins under softmax(logits / T).
+
+    ``temp`` a float or a (B,) tensor (a temperature per image); T = 1 is the distribution's mean, T -> 0 its mode.
+    """
+    t = torch.as_tensor(temp, dtype=logits.dtype, device=logits.device).clamp_min(1e-3)
+    if t.ndim == 1:
+        t = t.view(-1, 1, 1, 1)
+    probs = F.softmax(logits / t, dim=1)
+    return torch.einsum("bqhw,qc->bchw", probs, bins.to(device=logits.device, dtype=logits.dtype))
