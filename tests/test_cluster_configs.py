@@ -4,8 +4,9 @@
   which is what `ray up` runs before it talks to AWS.
 - cluster/serve_config.yaml and the RayService's serveConfigV2: ray.serve.schema.ServeDeploySchema, plus a
   check for unknown keys (Serve's models accept extra keys for forward compatibility, so a typo would pass).
-- KubeRay manifests: cluster/schemas/kuberay-v1-subset.schema.json, written from KubeRay's v1 Go types,
-  closed where the CRD is; plus resources on every container, GPUs on GPU groups, no inline secrets.
+- KubeRay manifests: the OpenAPI v3 schemas of KubeRay's own v1 CRDs (../shared/kuberay/, see _crd_validator),
+  read the way the API server's strict field validation reads them; plus the few rules only KubeRay's operator
+  knows, resources on every container, GPUs on GPU groups, no inline secrets.
 - The jobs' entrypoints in the manifests parse with semcolor.cli.build_parser(), and ask for no more GPUs
   than their cluster can have.
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -37,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 JOBS = REPO / "jobs"
 RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
-KUBERAY_SCHEMA = CLUSTER / "schemas" / "kuberay-v1-subset.schema.json"
+KUBERAY_CRDS = REPO.parent / "shared" / "kuberay"  # the checkout sits beside shared/
+CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
 AWS_CONFIG = CLUSTER / "aws.yaml"
 SERVE_CONFIG = CLUSTER / "serve_config.yaml"
 KUBERAY_MANIFESTS = sorted(CLUSTER / n for n in ("rayjob-train.yaml", "rayjob-colorize.yaml", "rayservice.yaml"))
@@ -48,14 +51,100 @@ def _load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def _kuberay_validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(KUBERAY_SCHEMA.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+def _from_openapi(node: Any) -> Any:
+    """A Kubernetes structural schema (OpenAPI v3) as JSON Schema, with what the API server adds to it:
+
+    - `x-kubernetes-int-or-string: true`: an integer or a string (quantities, ports);
+    - `nullable: true`: null is allowed too;
+    - `x-kubernetes-list-type: set`: unique items; `map`: unique `x-kubernetes-list-map-keys` (the keyword
+      is checked by _CRDValidator, with the keys' defaults filled in as the API server does);
+    - strict field validation (`kubectl apply`'s default): a field the schema does not declare is an error, not
+      pruned, so every object with `properties` is closed unless it has `x-kubernetes-preserve-unknown-fields`
+      or an `additionalProperties` of its own (a map).
+    Formats (int32, date-time) are not checked, nor the CRD's CEL rules (`x-kubernetes-validations`), nor
+    ObjectMeta (the CRD says only `metadata: {type: object}`; the API server checks it itself).
+    """
+    if isinstance(node, list):
+        return [_from_openapi(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _from_openapi(v) for k, v in node.items()}
+    if out.get("x-kubernetes-int-or-string"):
+        out["type"] = ["integer", "string"]
+    if out.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if out.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
 
 
-def _kuberay_errors(doc: dict) -> list[str]:
-    return [f"{e.json_path}: {e.message}" for e in _kuberay_validator().iter_errors(doc)]
+def _list_map_keys(validator, keys, instance, schema):
+    if schema.get("x-kubernetes-list-type") != "map" or not validator.is_type(instance, "array"):
+        return
+    defaults = {k: schema.get("items", {}).get("properties", {}).get(k, {}).get("default") for k in keys}
+    seen: dict[tuple, int] = {}
+    for i, item in enumerate(instance):
+        if isinstance(item, dict):
+            key = tuple(item.get(k, defaults[k]) for k in keys)
+            if key in seen:
+                yield jsonschema.ValidationError(f"duplicate entries [{seen[key]}] and [{i}]: {dict(zip(keys, key))}")
+            seen.setdefault(key, i)
+
+
+_CRDValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                            {"x-kubernetes-list-map-keys": _list_map_keys})
+
+
+@functools.cache
+def _crd_schema(kind: str) -> dict:
+    """spec.versions[name=v1].schema.openAPIV3Schema of KubeRay's CRD for `kind`, converted (_from_openapi), with
+    apiVersion and kind pinned to the CRD's group/v1 and kind: they pick the CRD and its version."""
+    path = KUBERAY_CRDS / CRD_FILES[kind]
+    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["kind"] == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == kind, path
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    assert v1["served"] and v1["storage"], f"{path.name}: v1 is not the served, stored version"
+    schema = _from_openapi(v1["schema"]["openAPIV3Schema"])
+    schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/v1"}
+    schema["properties"]["kind"] = {"const": kind}
+    schema["required"] = sorted({"apiVersion", "kind", *schema.get("required", [])})
+    return schema
+
+
+def _crd_validator(kind: str) -> jsonschema.protocols.Validator:
+    if not KUBERAY_CRDS.is_dir():
+        pytest.skip(f"KubeRay's CRDs not found: {KUBERAY_CRDS} (the shared/ folder beside the checkout) is absent")
+    return _CRDValidator(_crd_schema(kind))
+
+
+def _kuberay_errors(doc: dict) -> list[tuple[str, str]]:
+    """(JSON path, message) for each way `doc` breaks the v1 CRD of its kind."""
+    if doc.get("kind") not in CRD_FILES:
+        return [("$.kind", f"{doc.get('kind')!r} is not one of {sorted(CRD_FILES)}")]
+    return [(e.json_path, e.message) for e in _crd_validator(doc["kind"]).iter_errors(doc)]
+
+
+SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")  # KubeRay rayjob_types.go
+
+
+def _beyond_the_crd(doc: dict) -> list[str]:
+    """What the CRD schema lets through and KubeRay's operator or the pod API refuses later (the RayJob fails, or
+    its pods are never created): the rules these manifests could break."""
+    errors = []
+    spec = doc["spec"]
+    if doc["kind"] == "RayJob":
+        if spec.get("submissionMode", "K8sJobMode") not in SUBMISSION_MODES:
+            errors.append(f"submissionMode {spec['submissionMode']!r} is not one of {SUBMISSION_MODES}")
+        if spec.get("ttlSecondsAfterFinished", 0) > 0 and not spec.get("shutdownAfterJobFinishes"):
+            errors.append("ttlSecondsAfterFinished needs shutdownAfterJobFinishes (operator's validation.go)")
+    for group, c in _containers(doc):
+        for env in c.get("env", []):
+            if env.get("value") and "valueFrom" in env:
+                errors.append(f"{group}/{c['name']}: env {env['name']} has both value and valueFrom (core/v1)")
+    return errors
 
 
 def _cluster_spec(doc: dict) -> dict:
@@ -89,7 +178,7 @@ def _gpus(group: dict) -> int:
 
 def test_every_file_under_cluster_is_covered():
     """A new file in cluster/ must get a validator here; nothing escapes the checks below."""
-    covered = {AWS_CONFIG, SERVE_CONFIG, KUBERAY_SCHEMA, CLUSTER / "Dockerfile", *KUBERAY_MANIFESTS}
+    covered = {AWS_CONFIG, SERVE_CONFIG, CLUSTER / "Dockerfile", *KUBERAY_MANIFESTS}
     present = {p for p in CLUSTER.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert present - covered == set(), f"files under cluster/ without a validator: {sorted(present - covered)}"
     assert covered - present == set(), f"validated files missing: {sorted(covered - present)}"
@@ -284,8 +373,9 @@ def test_serve_builder_rejects_a_drifted_arg():
 # --------------------------------------------------------------------------------------- KubeRay
 
 
-def test_kuberay_schema_is_a_valid_json_schema():
-    _kuberay_validator()
+@pytest.mark.parametrize("kind", sorted(CRD_FILES))
+def test_kuberay_crd_schema_is_a_valid_json_schema(kind):
+    _CRDValidator.check_schema(_crd_validator(kind).schema)
 
 
 @pytest.mark.parametrize("path", KUBERAY_MANIFESTS, ids=lambda p: p.name)
@@ -294,42 +384,109 @@ def test_kuberay_manifest_validates(path):
     assert len(docs) == 1, "one resource per file"
     doc = docs[0]
     assert doc["apiVersion"] == "ray.io/v1"
-    assert _kuberay_errors(doc) == []
+    assert _beyond_the_crd(doc) == []
     spec = _cluster_spec(doc)
     assert spec["rayVersion"] == ray.__version__, "rayVersion must be the Ray in the image (and in pyproject)"
     assert spec.get("authOptions", {}).get("mode") == "token", "Ray token auth on (KubeRay >= 1.5.1)"
+    assert _kuberay_errors(doc) == []  # last: skips where ../shared is absent
+
+
+def _head(d: dict) -> dict:
+    return _cluster_spec(d)["headGroupSpec"]
+
+
+def _head_container(d: dict) -> dict:
+    return _head(d)["template"]["spec"]["containers"][0]
+
+
+def _gpu_group(d: dict) -> dict:
+    return _cluster_spec(d)["workerGroupSpecs"][0]
+
+
+HEAD_CONTAINER = "$.spec.rayClusterSpec.headGroupSpec.template.spec.containers[0]"
+GPU_GROUP = "$.spec.rayClusterSpec.workerGroupSpecs[0]"
+
+
+@pytest.mark.parametrize("mutate, path, expect", [
+    pytest.param(lambda d: _gpu_group(d).update(maxReplica=3), GPU_GROUP, "'maxReplica' was unexpected",
+                 id="misspelt-worker-group-field"),
+    pytest.param(lambda d: _cluster_spec(d).update(workerGroupSpec=[]), "$.spec.rayClusterSpec",
+                 "'workerGroupSpec' was unexpected", id="misspelt-cluster-field"),
+    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinish=True), "$.spec",
+                 "'shutdownAfterJobFinish' was unexpected", id="misspelt-job-field"),
+    pytest.param(lambda d: _head_container(d).update(resource={}), HEAD_CONTAINER, "'resource' was unexpected",
+                 id="misspelt-container-field"),
+    pytest.param(lambda d: _head(d)["template"].update(metadata={"label": {"a": "b"}}),
+                 "$.spec.rayClusterSpec.headGroupSpec.template.metadata", "'label' was unexpected",
+                 id="misspelt-pod-metadata-field"),
+    pytest.param(lambda d: _gpu_group(d).update(replicas=[2]), f"{GPU_GROUP}.replicas", "is not of type 'integer'",
+                 id="replicas-as-list"),
+    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinishes="true"), "$.spec.shutdownAfterJobFinishes",
+                 "is not of type 'boolean'", id="quoted-boolean"),
+    pytest.param(lambda d: _head(d)["rayStartParams"].update({"num-cpus": 0}),
+                 "$.spec.rayClusterSpec.headGroupSpec.rayStartParams['num-cpus']", "is not of type 'string'",
+                 id="unquoted-ray-start-param"),
+    pytest.param(lambda d: _head_container(d)["resources"]["limits"].update(cpu=[4]),
+                 f"{HEAD_CONTAINER}.resources.limits.cpu", "is not of type 'integer', 'string'",
+                 id="quantity-as-list"),
+    pytest.param(lambda d: _cluster_spec(d).pop("headGroupSpec"), "$.spec.rayClusterSpec",
+                 "'headGroupSpec' is a required property", id="no-head-group"),
+    pytest.param(lambda d: _gpu_group(d).pop("groupName"), GPU_GROUP, "'groupName' is a required property",
+                 id="no-group-name"),
+    pytest.param(lambda d: _head_container(d).pop("name"), HEAD_CONTAINER, "'name' is a required property",
+                 id="no-container-name"),
+    pytest.param(lambda d: _cluster_spec(d)["authOptions"].update(mode="Token"),
+                 "$.spec.rayClusterSpec.authOptions.mode", "'Token' is not one of", id="bad-auth-mode"),
+    pytest.param(lambda d: _head_container(d)["env"].append({"name": "AWS_REGION", "value": "eu-west-1"}),
+                 f"{HEAD_CONTAINER}.env", "duplicate entries", id="duplicate-env-var"),
+    pytest.param(lambda d: _head_container(d)["ports"].append({"containerPort": 8265, "name": "dash2"}),
+                 f"{HEAD_CONTAINER}.ports", "duplicate entries", id="duplicate-port"),
+    pytest.param(lambda d: d.update(apiVersion="ray.io/v1alpha1"), "$.apiVersion", "'ray.io/v1' was expected",
+                 id="old-api-version"),
+])
+def test_kuberay_schema_rejects_broken_rayjobs(mutate, path, expect):
+    """Each break is refused by the CRD schema itself, at the place it was made."""
+    doc = _load(CLUSTER / "rayjob-colorize.yaml")
+    assert _kuberay_errors(doc) == []
+    mutate(doc)
+    errors = _kuberay_errors(doc)
+    assert any(p == path and expect in m for p, m in errors), errors
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    pytest.param(lambda d: d["spec"].update(rayClusterSpec=d["spec"].pop("rayClusterConfig")),  # RayJob's name
+                 [("$.spec", "'rayClusterSpec' was unexpected"), ("$.spec", "'rayClusterConfig' is a required")],
+                 id="rayjobs-field-name"),
+    pytest.param(lambda d: d["spec"].update(serveConfigV2=yaml.safe_load(d["spec"]["serveConfigV2"])),
+                 [("$.spec.serveConfigV2", "is not of type 'string'")], id="serve-config-as-mapping"),
+    pytest.param(lambda d: d["spec"].update(serveConfig={}), [("$.spec", "'serveConfig' was unexpected")],
+                 id="serve-config-v1"),
+])
+def test_kuberay_schema_rejects_a_broken_rayservice(mutate, expected):
+    doc = _load(CLUSTER / "rayservice.yaml")
+    assert _kuberay_errors(doc) == []
+    mutate(doc)
+    errors = _kuberay_errors(doc)
+    for path, expect in expected:
+        assert any(p == path and expect in m for p, m in errors), (path, expect, errors)
 
 
 @pytest.mark.parametrize("mutate, expect", [
-    pytest.param(lambda d: _cluster_spec(d)["workerGroupSpecs"][0].update(maxReplica=3), "maxReplica",
-                 id="misspelt-worker-group-field"),
-    pytest.param(lambda d: _cluster_spec(d).update(workerGroupSpec=[]), "workerGroupSpec",
-                 id="misspelt-cluster-field"),
-    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinish=True), "shutdownAfterJobFinish",
-                 id="misspelt-job-field"),
     pytest.param(lambda d: d["spec"].update(submissionMode="K8sMode"), "K8sMode", id="bad-submission-mode"),
-    pytest.param(lambda d: d["spec"].pop("entrypoint"), "entrypoint", id="no-entrypoint"),
-    pytest.param(lambda d: d.update(apiVersion="ray.io/v1alpha1"), "ray.io/v1", id="old-api-version"),
-    pytest.param(lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0].update(
-        resource={}), "resource", id="misspelt-container-field"),
-    pytest.param(lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(
-        {"name": "X", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
-        "should not be valid", id="env-value-and-valueFrom"),
-    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinishes=False), "True was expected",
+    pytest.param(lambda d: d["spec"].update(shutdownAfterJobFinishes=False), "ttlSecondsAfterFinished",
                  id="ttl-without-shutdown"),
+    pytest.param(lambda d: _head_container(d)["env"].append(
+        {"name": "X", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        "both value and valueFrom", id="env-value-and-valueFrom"),
 ])
-def test_kuberay_schema_rejects_broken_rayjobs(mutate, expect):
+def test_checks_beyond_the_crd_reject_what_the_crd_accepts(mutate, expect):
+    """These breaks pass the CRD schema (no enum on submissionMode, no CEL rule, no oneOf): _beyond_the_crd is
+    what catches them. (A RayJob without an entrypoint passes both: the entrypoint tests below need one.)"""
     doc = _load(CLUSTER / "rayjob-colorize.yaml")
     mutate(doc)
-    errors = _kuberay_errors(doc)
+    errors = _beyond_the_crd(doc)
     assert errors and any(expect in e for e in errors), errors
-
-
-def test_kuberay_schema_rejects_a_broken_rayservice():
-    doc = _load(CLUSTER / "rayservice.yaml")
-    doc["spec"]["rayClusterSpec"] = doc["spec"].pop("rayClusterConfig")  # RayJob's name, wrong here
-    errors = _kuberay_errors(doc)
-    assert any("rayClusterSpec" in e for e in errors) and any("rayClusterConfig" in e for e in errors), errors
+    assert _kuberay_errors(doc) == []
 
 
 @pytest.mark.parametrize("path", KUBERAY_MANIFESTS, ids=lambda p: p.name)
