@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -47,7 +48,12 @@ def test_demo_fast_runs_end_to_end(ray_local, tmp_path, capsys):
     assert (out / "runs" / "demo" / "best" / "model.safetensors").exists()
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width > 400 and sheet.height > 400
-    for key in ("photos/astronaut", "photos/coffee", "scans/scan00", "scans/scan01"):
+    # Its brief training already learns the synthetic world: unseen scans beat their gray input and get masks
+    # (looser than the full demo's targets of +3 dB and IoU 0.8).
+    mean = json.loads((out / "scores.json").read_text())["mean"]
+    assert mean["psnr"] >= mean["gray_psnr"] + 1.0, mean
+    assert mean["iou"] >= 0.5, mean
+    for key in ("photos/astronaut", "scans/scan00", "scans/scan01", "scans/scan02"):
         source = Image.open(out / "inputs" / f"{key}.png")
         assert Image.open(out / "colorized" / f"{key}.png").size == source.size
         assert Image.open(out / "colorized" / "masks" / f"{key}.png").size == source.size

@@ -4,10 +4,13 @@ Layout written by :func:`write_synth` (and ``semcolor synth DST``): ``DST/images
 ``DST/masks/<key>.png``, keys ``000000``, ``000001``, ... Pair ``i`` depends only on (seed, i, size,
 n_classes), never on how many pairs are written.
 
-Color is learnable from gray: each background family has its own hue *and* its own texture
-(smooth sky, grainy grass, banded sand, striped brick). With ``n_classes > 2`` a shape's class fixes
-its kind (ellipse, rectangle, polygon) and its hue; with 2 classes shapes take any kind and hue.
-Masks: 0 background, 255 foreground (binary) or the class id 1..n_classes-1 (multi-class).
+A world where the gray image determines color and mask, so that a brief training reproduces both: each
+background family has its own hue *and* its own texture (smooth sky, grainy grass, banded sand, striped
+brick); each object kind has its own hue, shape *and* lightness texture (red ellipses shaded bright at the
+centre, blue rectangles with a fine checkerboard, yellow polygons with vertical stripes), drawn brighter or
+darker than the background around it. With ``n_classes > 2`` the class fixes the kind (class c is kind
+(c - 1) mod 3, hues spread over the classes). Masks: 0 background, 255 foreground (binary) or the class id
+1..n_classes-1 (multi-class).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from semcolor.core.encode import encode_mask, encode_rgb
 from semcolor.options import option
 
 SHAPES = ("ellipse", "rectangle", "polygon")
+# object kind -> hue in [0, 1) (binary masks): red, blue, yellow
+SHAPE_HUES = {"ellipse": 0.0, "rectangle": 0.62, "polygon": 0.14}
 # background family -> (hue in [0, 1), saturation in [0, 1])
 BACKGROUNDS = {"sky": (0.58, 0.55), "grass": (0.30, 0.65), "sand": (0.11, 0.50), "brick": (0.01, 0.60)}
 
@@ -76,6 +81,23 @@ def _draw_shape(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     return np.asarray(layer) > 0
 
 
+def _shape_value(rng: np.random.Generator, size: int, kind: str, footprint: np.ndarray) -> np.ndarray:
+    """HSV value float (size, size) of an object of ``kind``: its own lightness texture, the cue to its color."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = rng.uniform(0.6, 0.9)
+    if kind == "ellipse":  # shaded: bright at its centre, darker to the rim
+        ys, xs = np.nonzero(footprint)
+        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (size / 2, size / 2)
+        r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / max(1.0, float(np.sqrt(footprint.sum() / np.pi)))
+        return np.clip(base + 0.1 - 0.35 * r, 0.2, 1.0)
+    period = max(2, size // 16)
+    if kind == "rectangle":  # a fine checkerboard
+        checker = ((yy // period + xx // period) % 2).astype(np.float32)
+        return np.clip(base - 0.15 * checker, 0.2, 1.0)
+    stripes = ((xx // period) % 2).astype(np.float32)  # polygon: vertical stripes
+    return np.clip(base - 0.25 * stripes, 0.2, 1.0)
+
+
 def make_pair(index: int, size: int, seed: int = 0, n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Pair ``index`` of ``seed``: (rgb uint8 (size, size, 3), mask uint8 (size, size)).
 
@@ -90,19 +112,18 @@ def make_pair(index: int, size: int, seed: int = 0, n_classes: int = 2) -> tuple
     rng = np.random.default_rng([seed, index, size, n_classes])
     hsv = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)
-    yy = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None]
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(2, 5))):
         if n_classes == 2:
             kind, value = SHAPES[int(rng.integers(len(SHAPES)))], 255
-            hue = rng.random()
+            hue = (SHAPE_HUES[kind] + 0.02 * rng.standard_normal()) % 1.0
         else:
             value = int(rng.integers(1, n_classes))
             kind = SHAPES[(value - 1) % len(SHAPES)]
             hue = ((value - 1) / (n_classes - 1) + 0.02 * rng.standard_normal()) % 1.0
         footprint = _draw_shape(rng, size, kind)
-        shade = np.clip(rng.uniform(0.55, 0.95) + rng.uniform(-0.2, 0.2) * (yy - 0.5), 0.0, 1.0)
-        shape_hsv = np.stack([np.full((size, size), hue), np.full((size, size), rng.uniform(0.6, 1.0)),
-                              np.broadcast_to(shade, (size, size))], axis=-1)
+        shade = _shape_value(rng, size, kind, footprint)
+        shape_hsv = np.stack([np.full((size, size), hue), np.full((size, size), rng.uniform(0.7, 1.0)), shade],
+                             axis=-1)
         hsv = np.where(footprint[..., None], shape_hsv, hsv)
         mask[footprint] = value
     hsv8 = np.round(hsv * 255).astype(np.uint8)
