@@ -14,16 +14,55 @@ def _crop(x: Tensor, tops: Tensor, lefts: Tensor, crop: int) -> Tensor:
     return torch.stack([x[i, t:t + crop, l:l + crop] for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist()))])
 
 
+RESIZED_CROP_SCALE = (0.5, 1.0)
+"""Training augmentation: random resized crops covering this share of the image's area (scale jitter)."""
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def random_resized_crop(rgb: Tensor, mask: Tensor, scale: tuple[float, float] = RESIZED_CROP_SCALE,
+                        ratio: tuple[float, float] = RESIZED_CROP_RATIO, generator: torch.Generator | None = None
+                        ) -> tuple[Tensor, Tensor]:
+    """The same random crop per sample of ``rgb`` uint8 (B, H, W, 3) and ``mask`` uint8 (B, H, W), each resized
+    back to (H, W): bilinear (antialiased) for the image, nearest for the mask (class ids are never blended).
+
+    Crop area is a uniform share in ``scale`` of H x W, aspect ratio log-uniform in ``ratio`` (as torchvision's
+    RandomResizedCrop, drawn from ``generator`` so a seeded run repeats itself).
+    """
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    batch, height, width = mask.shape
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(batch, 4, generator=generator, device=gen_device).cpu().double()
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, 0])
+    log_lo, log_hi = torch.log(torch.tensor(ratio[0])), torch.log(torch.tensor(ratio[1]))
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+    crop_w = torch.sqrt(area * aspect).round().clamp(1, width).long()
+    crop_h = torch.sqrt(area / aspect).round().clamp(1, height).long()
+    tops = (u[:, 2] * (height - crop_h + 1)).floor().long()
+    lefts = (u[:, 3] * (width - crop_w + 1)).floor().long()
+    out_rgb, out_mask = torch.empty_like(rgb), torch.empty_like(mask)
+    for i in range(batch):
+        box = (int(tops[i]), int(lefts[i]), int(crop_h[i]), int(crop_w[i]))
+        out_rgb[i] = TF.resized_crop(rgb[i].permute(2, 0, 1), *box, size=[height, width], antialias=True
+                                     ).permute(1, 2, 0)
+        out_mask[i] = TF.resized_crop(mask[i][None], *box, size=[height, width],
+                                      interpolation=InterpolationMode.NEAREST)[0]
+    return out_rgb, out_mask
+
+
 def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, crop: int | None = None,
-                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                     generator: torch.Generator | None = None,
+                     resized_crop_scale: tuple[float, float] | None = None) -> dict[str, Tensor]:
     """uint8 batches -> model tensors, on the inputs' device.
 
     In: ``rgb`` uint8 (B, H, W, 3); ``mask`` uint8 (B, H, W).
     Out: ``l`` float (B, 1, H', W') = L / 100 in [0, 1]; ``ab`` float (B, 2, H', W') = ab / 110
     (see :mod:`semcolor.core.color`); ``target`` int64 (B, H', W'): with n_classes == 2, 1 where mask > 127
     else 0; with n_classes > 2, the mask value (class id), :data:`IGNORE_INDEX` (255) kept as ignore.
-    ``train``: each sample is flipped horizontally with probability 1/2 and, with ``crop``, cropped at a
-    random place (image and mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
+    ``train``: each sample is flipped horizontally with probability 1/2, with ``resized_crop_scale`` first cut to
+    a random resized crop (:func:`random_resized_crop`) and, with ``crop``, cropped at a random place (image and
+    mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
     """
     if rgb.dtype != torch.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb must be uint8 (B, H, W, 3); got {rgb.dtype} {tuple(rgb.shape)}")
@@ -33,6 +72,8 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     batch, height, width = mask.shape
     gen_device = generator.device if generator is not None else torch.device("cpu")
+    if train and resized_crop_scale is not None:
+        rgb, mask = random_resized_crop(rgb, mask, resized_crop_scale, generator=generator)
     if train:
         flip = (torch.rand(batch, generator=generator, device=gen_device) < 0.5).to(rgb.device)
         rgb = torch.where(flip.view(-1, 1, 1, 1), rgb.flip(2), rgb)

@@ -82,6 +82,9 @@ class TrainConfig:
                                        "schedule anneals by the budget's end as well as by --epochs (whichever "
                                        "comes first)")
     shuffle_buffer: int = option(256, help="rows in each worker's local shuffle buffer")
+    augment: bool = option(True, help="training augmentation: random resized crops (50-100 %% of the area, aspect "
+                           "3:4 to 4:3, resized back: scale jitter) and horizontal flips, the same for image and "
+                           "mask; --no-augment trains on the images as they are")
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

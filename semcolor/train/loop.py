@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semcolor.data.preprocess import preprocess_batch
+from semcolor.data.preprocess import RESIZED_CROP_SCALE, preprocess_batch
 from semcolor.model import checkpoint as ckpt
 from semcolor.model.losses import multitask_loss
 from semcolor.train.config import TrainConfig
@@ -202,7 +202,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for batch in train_shard.iter_torch_batches(batch_size=config.batch_size, drop_last=True, device=device,
                                                     local_shuffle_buffer_size=config.shuffle_buffer,
                                                     local_shuffle_seed=config.seed + epoch):
-            inputs = preprocess_batch(batch["rgb"], batch["mask"], config.n_classes, train=True, generator=generator)
+            inputs = preprocess_batch(batch["rgb"], batch["mask"], config.n_classes, train=config.augment,
+                                      generator=generator,
+                                      resized_crop_scale=RESIZED_CROP_SCALE if config.augment else None)
             x = inputs["l"].contiguous(memory_format=torch.channels_last) if use_cuda else inputs["l"]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
                 seg_logits, color_raw = model(x)
