@@ -95,8 +95,19 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     # The dashboard serves Ray's State API, which Ray Train's placement-group cleaner polls (it warns every few
     # seconds without it).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             runtime_env={"env_vars": {"PYTHONPATH": path, **worker_env}})
+             runtime_env={"env_vars": {"PYTHONPATH": path, **worker_env},
+                          "worker_process_setup_hook": "semcolor.ray_env.pin_ray_address"})
     return True
+
+
+def pin_ray_address() -> None:
+    """Worker setup hook of a local Ray started by :func:`init_ray`: RAY_ADDRESS = this cluster's GCS, so that
+    code inside Ray which finds its cluster by address "auto" (Ray Train's placement-group cleaner polls the
+    State API that way) finds this one even while another semcolor command runs its own local Ray on the host
+    (without it: ``ConnectionError: Found multiple active Ray instances``)."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def storage_env(urls: list[str | None]) -> dict[str, str]:
