@@ -21,7 +21,7 @@ test-unit: setup
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-# Every benchmark, results into docs/benchmarks/ (what README's figures come from); about 1.5 hours on 2 cores.
+# Every benchmark, results into docs/benchmarks/ (what README's figures come from); about 2 hours on 2 cores.
 BENCH_OUT ?= docs/benchmarks
 bench: setup
 	$(VENV)/bin/semcolor bench model --out $(BENCH_OUT)

@@ -97,7 +97,8 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     result = fit(config)
     train_minutes = (time.perf_counter() - started) / 60.0
     detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)"},
-              "best_epoch": result.best_epoch, "checkpoint": result.best_checkpoint}
+              "best_epoch": result.best_epoch,
+              "checkpoint": "WORK/" + result.best_checkpoint[len(work):].lstrip("/")}  # WORK = --work
     settings: list[tuple[float | None, str]] = (
         [(None, DEFAULT_REFINE)] if config.color_head == "regression"
         else [(v, DEFAULT_REFINE) for v in sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})])
@@ -113,7 +114,7 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
         if grid_rows:
             grid = storage.join(out, f"quality-{row.name}-grid.png")
             storage.write_bytes(grid, storage.read_bytes(storage.join(eval_dir, "grid.png")))
-            detail["grid"] = grid
+            detail["grid"] = f"quality-{row.name}-grid.png"  # beside quality.json
         rows.append({**figures, "train_minutes": train_minutes,
                      "detail": {**detail, "vividness": vividness, "refine": refine, "gray_baseline": m["gray_baseline"],
                                 "counts": m["counts"]}})
