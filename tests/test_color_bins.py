@@ -74,7 +74,29 @@ def test_annealed_mean_between_mean_and_mode():
     both = cb.annealed_mean(logits, bins, torch.tensor([1.0, 0.02]))
     torch.testing.assert_close(both[0], mean[0])
     torch.testing.assert_close(both[1], near_zero[1])
-    assert cb.temperature(0.0) == 1.0 and cb.temperature(1.0) == pytest.approx(0.1)
+    assert cb.temperature(0.0) == 1.0 and cb.temperature(0.5) == cb.temperature(1.0) == pytest.approx(0.46)
+    torch.testing.assert_close(cb.temperature(torch.tensor([0.0, 0.25, 1.0])), torch.tensor([1.0, 0.73, 0.46]))
+
+
+def test_vividness_zero_undoes_the_rebalancing_and_one_redoes_it():
+    """A head trained with weights w predicts q ~ w p: at vividness 0 the decoding is the mean under p itself
+    (the calibrated posterior), at 0.5 it keeps q, at 1 it favours rare colors further; per image in a batch."""
+    bins = cb.gamut_bins()
+    g = torch.Generator().manual_seed(1)
+    prior = torch.exp(-bins.square().sum(dim=1) / (2 * 15.0**2))  # as in photos: mostly near gray
+    prior = prior / prior.sum()
+    mix = 0.5
+    w = cb.rebalance_weights(prior, mix)
+    log_p = torch.randn(1, len(bins), 2, 2, generator=g)
+    q_logits = log_p + torch.log(w).view(1, -1, 1, 1)  # what a head trained with w predicts
+    mean_p = cb.annealed_mean(log_p, bins, 1.0)
+    torch.testing.assert_close(cb.decode_vivid(q_logits, bins, prior, mix, 0.0), mean_p, rtol=0, atol=1e-3)
+    as_trained = cb.annealed_mean(q_logits, bins, cb.temperature(0.5))
+    torch.testing.assert_close(cb.decode_vivid(q_logits, bins, prior, mix, 0.5), as_trained, rtol=0, atol=1e-3)
+    chroma = [cb.decode_vivid(q_logits, bins, prior, mix, v).norm(dim=1).mean().item() for v in (0.0, 0.5, 1.0)]
+    assert chroma[0] < chroma[1] < chroma[2], chroma  # rare colors are the saturated ones: vivider, more chroma
+    both = cb.decode_vivid(q_logits.expand(2, -1, -1, -1), bins, prior, mix, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(both[0], mean_p[0], rtol=0, atol=1e-3)
 
 
 def test_one_batch_overfit_reproduces_a_vivid_target():

@@ -37,7 +37,7 @@ EPOCHS = 20
 BATCH = 16
 LR = 2e-3
 VAL_FRACTION = 0.2
-VIVIDNESS = (0.0, 0.3, 0.5, 0.7, 0.9)
+VIVIDNESS = (0.0, 0.35, 0.5, 0.65, 1.0)
 FRONTIER_COLORFULNESS = 0.6
 
 
@@ -82,6 +82,32 @@ def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any])
             "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
 
 
+def _trained_run(work: str, row: Row) -> tuple[str, int, float, Any] | None:
+    """A run of ``row`` already trained in ``work`` (``--work`` kept from an earlier run): (best checkpoint, best
+    epoch, training minutes from its metrics, its TrainConfig), or None. Evaluation changes (decoding, upsampling)
+    can then be measured on the same models without training them again."""
+    import json
+
+    from semcolor.model.checkpoint import load_config
+    from semcolor.train.config import TrainConfig
+
+    runs = Path(work) / "runs"  # a local folder
+    if not runs.is_dir():
+        return None
+    for path in sorted(runs.iterdir()):
+        run_dir = str(path)
+        if not (path.name.startswith(f"quality-{row.name}-2") and (path / "best").is_dir()):
+            continue
+        history = [json.loads(line) for line in storage.read_text(storage.join(run_dir, "metrics.jsonl")).splitlines()]
+        minutes = sum(h["train_time_s"] + h["val_time_s"] for h in history) / 60.0
+        _, extra = load_config(storage.join(run_dir, "best"))
+        best = max(history, key=lambda h: h["val_miou"])
+        # runs older than the --augment flag trained without augmentation
+        config = TrainConfig.from_dict({"augment": False, **extra["train_config"]})
+        return storage.join(run_dir, "best"), int(best["epoch"]), minutes, config
+    return None
+
+
 def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None) -> list[dict[str, Any]]:
     """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
     every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
@@ -93,12 +119,18 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     config = TrainConfig(images=images, masks=masks, arch="unet", size=SIZE, epochs=EPOCHS, batch_size=BATCH,
                          lr=LR, workers=2, val_fraction=VAL_FRACTION, storage=storage.join(work, "runs"),
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **row.train)
-    started = time.perf_counter()
-    result = fit(config)
-    train_minutes = (time.perf_counter() - started) / 60.0
+    done = _trained_run(work, row)
+    if done is None:
+        started = time.perf_counter()
+        result = fit(config)
+        best, best_epoch = result.best_checkpoint, result.best_epoch
+        train_minutes = (time.perf_counter() - started) / 60.0
+    else:
+        best, best_epoch, train_minutes, config = done
+        print(f"[quality] row {row.name}: reusing the run trained in {best}", flush=True)
     detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)"},
-              "best_epoch": result.best_epoch,
-              "checkpoint": "WORK/" + result.best_checkpoint[len(work):].lstrip("/")}  # WORK = --work
+              "best_epoch": best_epoch, "reused": done is not None,
+              "checkpoint": "WORK/" + best[len(work):].lstrip("/")}  # WORK = --work
     settings: list[tuple[float | None, str]] = (
         [(None, DEFAULT_REFINE)] if config.color_head == "regression"
         else [(v, DEFAULT_REFINE) for v in sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})])
@@ -107,7 +139,7 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     for vividness, refine in settings:
         eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}")
         grid_rows = 8 if vividness in (None, DEFAULT_VIVIDNESS) and refine == DEFAULT_REFINE else 0
-        m = evaluate(result.best_checkpoint, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION,
+        m = evaluate(best, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION,
                      limit=limit, grid_rows=grid_rows, vividness=DEFAULT_VIVIDNESS if vividness is None else vividness,
                      refine=refine)
         figures = _figures(row.name, vividness, refine, m)

@@ -16,7 +16,7 @@ GAMUT_BINS = 261
 
 
 VIVIDNESS_RANGE = (0.0, 1.0)
-DEFAULT_VIVIDNESS = 0.6
+DEFAULT_VIVIDNESS = 0.5
 """Inference default (``--vividness``, ``?vividness=``); chosen by the quality table (README)."""
 
 
@@ -24,16 +24,16 @@ def check_vividness(vividness: float) -> float:
     """``vividness`` as a float, or ValueError naming the valid range."""
     low, high = VIVIDNESS_RANGE
     if not low <= float(vividness) <= high:
-        raise ValueError(f"vividness must be in [{low}, {high}] (0 = the mean of the plausible colors, 1 = nearly "
-                         f"the most likely one); got {vividness}")
+        raise ValueError(f"vividness must be in [{low}, {high}] (0 = muted and most accurate, 1 = vivid); got "
+                         f"{vividness}")
     return float(vividness)
 
 
 def vividness_option() -> Any:
     """The ``--vividness`` option of every command that colorizes."""
-    return option(DEFAULT_VIVIDNESS, help="bins-head models: 0 = the mean of the plausible colors (muted, safest), "
-                  "1 = nearly the most likely color (vivid); the annealed mean's temperature is 1 - 0.9 x vividness. "
-                  "Regression models ignore it")
+    return option(DEFAULT_VIVIDNESS, help="bins-head models: 0 = the calibrated mean of the plausible colors (muted, "
+                  "most accurate), 0.5 = as trained, 1 = rare saturated colors favoured (vivid); see "
+                  "semcolor.model.color_bins.decode_vivid. Regression models ignore it")
 
 
 @dataclass
@@ -53,6 +53,8 @@ class ModelConfig:
     """Bins of the ``bins`` head (261 at grid 10); their centres and the AB prior are buffers in the weights."""
     seg_to_color: bool = False
     """The color head also sees the segmentation head's probabilities (the segmentation -> color link)."""
+    rebalance: float = 0.8
+    """The bins head's rebalancing mix in training (its weights are undone or redone when decoding)."""
     version: int = 2
 
     def __post_init__(self) -> None:

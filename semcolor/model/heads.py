@@ -36,8 +36,8 @@ class RegressionColorHead(Head):
         super().__init__(in_channels, 2, bounded=True)
         self.ab_scale = ab_scale
 
-    def decode(self, raw: Tensor, temp: float | Tensor = 1.0) -> Tensor:
-        """(B, 2, h, w) -> AB in LAB units; ``temp`` is ignored (a regression has no distribution to sharpen)."""
+    def decode(self, raw: Tensor, vividness: float | Tensor = 0.5) -> Tensor:
+        """(B, 2, h, w) -> AB in LAB units; ``vividness`` is ignored (a regression has no distribution)."""
         return raw * self.ab_scale
 
     def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse", rebalance: float = 1.0) -> Tensor:
@@ -59,8 +59,9 @@ class BinnedColorHead(Head):
     ``prior`` (Q,) the smoothed empirical AB distribution of the training data.
     """
 
-    def __init__(self, in_channels: int, n_bins: int) -> None:
+    def __init__(self, in_channels: int, n_bins: int, rebalance: float) -> None:
         super().__init__(in_channels, n_bins)
+        self.rebalance = rebalance  # the mix the weights were trained with: decoding undoes or redoes them
         self.register_buffer("bins", torch.zeros(n_bins, 2))
         self.register_buffer("prior", torch.full((n_bins,), 1.0 / n_bins))
 
@@ -72,9 +73,10 @@ class BinnedColorHead(Head):
         self.bins.copy_(bins)
         self.prior.copy_(prior)
 
-    def decode(self, raw: Tensor, temp: float | Tensor = 1.0) -> Tensor:
-        """Logits (B, Q, h, w) -> AB (B, 2, h, w) LAB units by the annealed mean at temperature ``temp``."""
-        return color_bins.annealed_mean(raw.float(), self.bins, temp)
+    def decode(self, raw: Tensor, vividness: float | Tensor = 0.5) -> Tensor:
+        """Logits (B, Q, h, w) -> AB (B, 2, h, w) LAB units at ``vividness`` (see
+        :func:`semcolor.model.color_bins.decode_vivid`)."""
+        return color_bins.decode_vivid(raw.float(), self.bins, self.prior, self.rebalance, vividness)
 
     def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse", rebalance: float = 0.5) -> Tensor:
         """Logits (B, Q, h, w), target AB (B, 2, H, W) LAB units -> loss (B, h, w): cross-entropy against the

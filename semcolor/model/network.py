@@ -45,7 +45,7 @@ class SegColorModel(nn.Module):
         self.seg_head = Head(decoder.out_channels, config.n_classes)
         color_in = decoder.out_channels + (config.n_classes if config.seg_to_color else 0)
         self.color_head: RegressionColorHead | BinnedColorHead = (
-            BinnedColorHead(color_in, config.n_bins) if config.color_head == "bins"
+            BinnedColorHead(color_in, config.n_bins, config.rebalance) if config.color_head == "bins"
             else RegressionColorHead(color_in, config.ab_scale))
 
     def forward(self, l_input: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,9 +65,9 @@ class SegColorModel(nn.Module):
         return _upsample_crop(seg_low, h, w), self.color_head(features)
 
     def decode_ab(self, color_raw: Tensor, h: int, w: int, vividness: float | Tensor) -> Tensor:
-        """Raw color output (B, K, h', w') -> AB (B, 2, h, w) in LAB units: decoded at the decoder's resolution (the
-        annealed mean at ``color_bins.temperature(vividness)``; a float or (B,) per image), then upsampled."""
-        return _upsample_crop(self.color_head.decode(color_raw, color_bins.temperature(vividness)), h, w)
+        """Raw color output (B, K, h', w') -> AB (B, 2, h, w) in LAB units: decoded at the decoder's resolution
+        (:func:`semcolor.model.color_bins.decode_vivid`; vividness a float or (B,) per image), then upsampled."""
+        return _upsample_crop(self.color_head.decode(color_raw, vividness), h, w)
 
     def infer(self, l_input: Tensor, vividness: float | Tensor = color_bins.DEFAULT_VIVIDNESS
               ) -> tuple[Tensor, Tensor]:

@@ -141,9 +141,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     ]
 }
 FORMAT_QUERY = Query(None, description="png or jpeg; default: from the Accept header, else png")
-VIVIDNESS_QUERY = Query(DEFAULT_VIVIDNESS, description=f"{VIVIDNESS_RANGE[0]} to {VIVIDNESS_RANGE[1]}: 0 = the mean "
-                        "of the plausible colors (muted), 1 = nearly the most likely one (vivid); bins-head models "
-                        "only, a regression model ignores it")
+VIVIDNESS_QUERY = Query(DEFAULT_VIVIDNESS, description=f"{VIVIDNESS_RANGE[0]} to {VIVIDNESS_RANGE[1]}: 0 = muted and "
+                        "most accurate, 0.5 = as trained, 1 = rare saturated colors favoured (vivid); bins-head "
+                        "models only, a regression model ignores it")
 
 
 def _vividness(value: float) -> float:

@@ -120,7 +120,7 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained,
-                           color_head=self.color_head, seg_to_color=self.seg_to_color)
+                           color_head=self.color_head, seg_to_color=self.seg_to_color, rebalance=self.rebalance)
 
     def loss_config(self) -> LossConfig:
         color_weight = self.color_weight
