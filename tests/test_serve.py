@@ -193,9 +193,17 @@ def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
     from semcolor.model.config import ModelConfig
     from semcolor.model.network import build_model
 
+    import torch
+
     ckpt = str(tmp_path_factory.mktemp("serve") / "ckpt")
     config = ModelConfig(arch="resnet34", input_size=64)
-    checkpoint.save(build_model(config), config, ckpt)
+    torch.manual_seed(0)
+    model = build_model(config)
+    # a prior like photos' (mostly near gray): vividness then has a real effect even on an untrained head
+    bins = model.color_head.bins
+    prior = torch.exp(-bins.square().sum(dim=1) / (2 * 15.0**2))
+    model.color_head.set_color_space(bins, prior / prior.sum())
+    checkpoint.save(model, config, ckpt)
     port = free_port()
     args = build_parser().parse_args([
         "serve", "--checkpoint", ckpt, "--host", "127.0.0.1", "--port", str(port), "--no-blocking",

@@ -28,7 +28,7 @@ PRIOR_SIGMA = 5.0
 
 
 MIN_TEMPERATURE = 0.46
-"""The annealed mean's sharpest temperature, reached at vividness 0.5 (sharper gained nothing on ECSSD)."""
+"""The annealed mean's sharpest temperature, reached at vividness 0.5 (sharper gained at most 0.02 dB on ECSSD)."""
 
 
 def temperature(vividness: float | Tensor) -> float | Tensor:
