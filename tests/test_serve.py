@@ -186,14 +186,13 @@ def test_no_blocking_without_a_cluster_is_refused(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
     """`semcolor serve --no-blocking` with a tiny checkpoint on 127.0.0.1:<free port>; removed afterwards."""
+    import torch
     from ray import serve
 
     from semcolor.cli import build_parser
     from semcolor.model import checkpoint
     from semcolor.model.config import ModelConfig
     from semcolor.model.network import build_model
-
-    import torch
 
     ckpt = str(tmp_path_factory.mktemp("serve") / "ckpt")
     config = ModelConfig(arch="resnet34", input_size=64)

@@ -3,7 +3,7 @@
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
 with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global
-batch 2 x :data:`BATCH`: about 25 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
+batch 2 x :data:`BATCH`: about 13 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
 budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
 checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it. A bins-head row
 is measured at each vividness of :data:`VIVIDNESS` (inference rows of one trained model), with the default
@@ -101,10 +101,9 @@ def _trained_run(work: str, row: Row) -> tuple[str, int, float, Any] | None:
         history = [json.loads(line) for line in storage.read_text(storage.join(run_dir, "metrics.jsonl")).splitlines()]
         minutes = sum(h["train_time_s"] + h["val_time_s"] for h in history) / 60.0
         _, extra = load_config(storage.join(run_dir, "best"))
-        best = max(history, key=lambda h: h["val_miou"])
         # runs older than the --augment flag trained without augmentation
         config = TrainConfig.from_dict({"augment": False, **extra["train_config"]})
-        return storage.join(run_dir, "best"), int(best["epoch"]), minutes, config
+        return storage.join(run_dir, "best"), int(extra["epoch"]), minutes, config
     return None
 
 
@@ -131,10 +130,10 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)"},
               "best_epoch": best_epoch, "reused": done is not None,
               "checkpoint": "WORK/" + best[len(work):].lstrip("/")}  # WORK = --work
-    settings: list[tuple[float | None, str]] = (
-        [(None, DEFAULT_REFINE)] if config.color_head == "regression"
-        else [(v, DEFAULT_REFINE) for v in sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})])
-    settings.append((settings[0][0] if config.color_head == "regression" else DEFAULT_VIVIDNESS, "bilinear"))
+    # (vividness, refine) per evaluation; None: a regression model, which has no vividness
+    vividness_values = [None] if config.color_head == "regression" else sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})
+    default = None if config.color_head == "regression" else DEFAULT_VIVIDNESS
+    settings = [(v, DEFAULT_REFINE) for v in vividness_values] + [(default, "bilinear")]
     rows = []
     for vividness, refine in settings:
         eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}")

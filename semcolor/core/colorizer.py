@@ -165,8 +165,9 @@ class Colorizer:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)).
 
-        ``vividness`` in [0, 1] (one value or one per image; None = the predictor's default): how far the colors
-        go from the mean of the plausible ones toward the most likely one (bins head; a regression model ignores it).
+        ``vividness`` in [0, 1] (one value or one per image; None = the predictor's default): 0 = muted and most
+        accurate, 0.5 = as trained, 1 = vivid (bins head, see :func:`semcolor.model.color_bins.decode_vivid`; a
+        regression model ignores it).
         """
         if l8_small.ndim != 3 or l8_small.shape[1:] != (self.size, self.size):
             raise ValueError(f"l8_small must be (B, S, S) with S = {self.size}; got {l8_small.shape}")

@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semcolor.model.config import DEFAULT_VIVIDNESS, VIVIDNESS_RANGE, check_vividness  # noqa: F401  (re-exported)
-
 GRID = 10.0
 """Bin size in LAB units (Zhang et al.'s grid 10: 261 bins reachable from sRGB)."""
 CELL_SPAN = 12
@@ -58,7 +56,7 @@ def cell_index(ab: Tensor, grid: float = GRID) -> Tensor:
 def gamut_bins(grid: float = GRID) -> Tensor:
     """float32 (Q, 2): centres of the cells that some 8-bit sRGB colour falls in (Q = 261 at grid 10).
 
-    Computed exactly over all 2^24 colours with :func:`semcolor.core.color.rgb_to_lab` (a few seconds, once per
+    Computed exactly over all 2^24 colours with :func:`semcolor.core.color.rgb_to_lab` (about 0.5 s, once per
     process); a trained model keeps its bins in its checkpoint, so inference never recomputes them.
     """
     from semcolor.core import color

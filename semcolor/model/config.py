@@ -54,7 +54,7 @@ class ModelConfig:
     seg_to_color: bool = False
     """The color head also sees the segmentation head's probabilities (the segmentation -> color link)."""
     rebalance: float = 0.8
-    """The bins head's rebalancing mix in training (its weights are undone or redone when decoding)."""
+    """The bins head's rebalancing mix: its loss weighs targets by it, its decoding undoes or redoes those weights."""
     version: int = 2
 
     def __post_init__(self) -> None:
@@ -71,6 +71,8 @@ class ModelConfig:
             raise ValueError(f"Wrong color_head {self.color_head!r}; supported: {list(COLOR_HEADS)}")
         if self.color_head == "bins" and self.n_bins < 2:
             raise ValueError(f"the bins color head needs n_bins >= 2; got {self.n_bins}")
+        if not 0.0 < self.rebalance <= 1.0:
+            raise ValueError(f"rebalance must be in (0, 1] (1 = no rebalancing); got {self.rebalance}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,21 +98,18 @@ COLOR_LOSSES = ("mse", "l1", "huber")
 class LossConfig:
     """Weights and kinds of the two terms. ``color_mask="foreground"`` is the reference's foreground-only loss.
 
-    ``color_loss`` applies to the regression head; ``rebalance`` (the mix with uniform in the rebalancing weights,
-    1 = none) to the bins head."""
+    ``color_loss`` applies to the regression head; the bins head's rebalancing mix is the model's own
+    (``ModelConfig.rebalance``: decoding needs it too)."""
 
     seg_weight: float = 1.0
     color_weight: float = 1.0
     color_mask: str = "all"
     color_loss: str = "mse"
-    rebalance: float = 0.5
 
     def __post_init__(self) -> None:
         if self.color_mask not in COLOR_MASKS:
             raise ValueError(f"Wrong color_mask {self.color_mask!r}; supported: {list(COLOR_MASKS)}")
         if self.color_loss not in COLOR_LOSSES:
             raise ValueError(f"Wrong color_loss {self.color_loss!r}; supported: {list(COLOR_LOSSES)}")
-        if not 0.0 < self.rebalance <= 1.0:
-            raise ValueError(f"rebalance must be in (0, 1] (1 = no rebalancing); got {self.rebalance}")
         if self.seg_weight < 0 or self.color_weight < 0:
             raise ValueError(f"loss weights must be >= 0; got seg={self.seg_weight}, color={self.color_weight}")

@@ -1,7 +1,7 @@
 """Prediction heads on the decoder's features (at 1/4 of the input resolution).
 
 The two color heads share one contract: ``forward(features)`` -> raw output at the features' resolution,
-``decode(raw, temperature)`` -> AB in LAB units at that resolution, ``pixel_loss(raw, ab, ...)`` -> per-pixel loss
+``decode(raw, vividness)`` -> AB in LAB units at that resolution, ``pixel_loss(raw, ab, ...)`` -> per-pixel loss
 at the resolution it is computed at. The model upsamples decoded AB, never raw bin logits (the heads stay cheap).
 """
 
@@ -40,9 +40,9 @@ class RegressionColorHead(Head):
         """(B, 2, h, w) -> AB in LAB units; ``vividness`` is ignored (a regression has no distribution)."""
         return raw * self.ab_scale
 
-    def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse", rebalance: float = 1.0) -> Tensor:
+    def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse") -> Tensor:
         """raw (B, 2, h, w), target AB (B, 2, H, W) LAB units -> loss (B, H, W) in model scale, summed over a and b,
-        after upsampling ``raw`` to the target's size (``rebalance`` does not apply)."""
+        after upsampling ``raw`` to the target's size."""
         pred = F.interpolate(raw.float(), size=ab.shape[-2:], mode="bilinear", align_corners=False)
         diff = pred - ab.float() / self.ab_scale
         if kind == "mse":
@@ -61,7 +61,7 @@ class BinnedColorHead(Head):
 
     def __init__(self, in_channels: int, n_bins: int, rebalance: float) -> None:
         super().__init__(in_channels, n_bins)
-        self.rebalance = rebalance  # the mix the weights were trained with: decoding undoes or redoes them
+        self.rebalance = rebalance  # the mix of the loss's weights: decoding undoes or redoes them
         self.register_buffer("bins", torch.zeros(n_bins, 2))
         self.register_buffer("prior", torch.full((n_bins,), 1.0 / n_bins))
 
@@ -78,7 +78,7 @@ class BinnedColorHead(Head):
         :func:`semcolor.model.color_bins.decode_vivid`)."""
         return color_bins.decode_vivid(raw.float(), self.bins, self.prior, self.rebalance, vividness)
 
-    def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse", rebalance: float = 0.5) -> Tensor:
+    def pixel_loss(self, raw: Tensor, ab: Tensor, kind: str = "mse") -> Tensor:
         """Logits (B, Q, h, w), target AB (B, 2, H, W) LAB units -> loss (B, h, w): cross-entropy against the
         soft-encoded target (AB area-averaged to h x w), weighted by the rebalancing weight of the target's bin.
         ``kind`` does not apply."""
@@ -87,6 +87,6 @@ class BinnedColorHead(Head):
         idx, weights = color_bins.soft_encode(target, self.bins)
         log_p = F.log_softmax(raw.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, q)
         ce = -(log_p.gather(1, idx) * weights).sum(dim=1)
-        if rebalance < 1.0:
-            ce = ce * color_bins.rebalance_weights(self.prior, rebalance).to(ce.device)[idx[:, 0]]
+        if self.rebalance < 1.0:
+            ce = ce * color_bins.rebalance_weights(self.prior, self.rebalance).to(ce.device)[idx[:, 0]]
         return ce.view(b, h, w)

@@ -14,8 +14,7 @@ import torch
 
 from semcolor.core.colorizer import Colorizer
 from semcolor.core.refine import DEFAULT_REFINE
-from semcolor.model.color_bins import DEFAULT_VIVIDNESS
-from semcolor.model.config import ModelConfig
+from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
 from semcolor.model.network import SegColorModel
 
 

@@ -28,7 +28,7 @@ def multitask_loss(
         seg = F.cross_entropy(seg_logits.float(), target, ignore_index=IGNORE_INDEX)
     else:  # nothing labelled: a zero that keeps the graph connected
         seg = seg_logits.float().sum() * 0.0
-    per_pixel = color_head.pixel_loss(color_raw, ab_target, kind=config.color_loss, rebalance=config.rebalance)
+    per_pixel = color_head.pixel_loss(color_raw, ab_target, kind=config.color_loss)
     if config.color_mask == "foreground":
         weight = ((target > 0) & (target != IGNORE_INDEX)).float()[:, None]
         if weight.shape[-2:] != per_pixel.shape[-2:]:  # the bins head's loss is at the decoder's resolution

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semcolor.model import color_bins
-from semcolor.model.config import ModelConfig
+from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
 from semcolor.model.decoders import TransposedDecoder, UNetDecoder
 from semcolor.model.encoder import ResNet34Encoder
 from semcolor.model.heads import BinnedColorHead, Head, RegressionColorHead
@@ -69,7 +69,7 @@ class SegColorModel(nn.Module):
         (:func:`semcolor.model.color_bins.decode_vivid`; vividness a float or (B,) per image), then upsampled."""
         return _upsample_crop(self.color_head.decode(color_raw, vividness), h, w)
 
-    def infer(self, l_input: Tensor, vividness: float | Tensor = color_bins.DEFAULT_VIVIDNESS
+    def infer(self, l_input: Tensor, vividness: float | Tensor = DEFAULT_VIVIDNESS
               ) -> tuple[Tensor, Tensor]:
         """L (B, 1, H, W) -> (seg_logits (B, C, H, W), ab (B, 2, H, W) LAB units). Vividness in [0, 1] (bins head
         only; the regression head ignores it)."""

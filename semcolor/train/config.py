@@ -127,7 +127,7 @@ class TrainConfig:
         if color_weight is None:
             color_weight = BINS_COLOR_WEIGHT if self.color_head == "bins" else 1.0
         return LossConfig(seg_weight=self.seg_weight, color_weight=color_weight, color_mask=self.color_mask,
-                          color_loss=self.color_loss, rebalance=self.rebalance)
+                          color_loss=self.color_loss)
 
     @property
     def has_data(self) -> bool:

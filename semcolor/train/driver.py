@@ -123,11 +123,12 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[Any, Any, dict[str, in
     return train_ds, val_ds, counts
 
 
-def _color_space(config: TrainConfig, train_ds: Any, run_dir: str) -> dict[str, list] | None:
-    """The bins head's bin centres and smoothed AB prior of the training split (None for the regression head).
+def _ab_prior(config: TrainConfig, train_ds: Any, run_dir: str) -> list[float] | None:
+    """The smoothed AB prior (Q,) of the training split over the bins head's in-gamut bins (None for the
+    regression head).
 
     Counted by a Ray Data pass over the decoded training rows (at training size); the counts are written to
-    ``RUN_DIR/ab_prior.json``. A resumed run restores both from its checkpoint and does not use these.
+    ``RUN_DIR/ab_prior.json``. A resumed run restores its prior from its checkpoint and does not use this one.
     """
     if config.color_head != "bins":
         return None
@@ -144,12 +145,12 @@ def _color_space(config: TrainConfig, train_ds: Any, run_dir: str) -> dict[str, 
         {"grid": color_bins.GRID, "bins": bins.tolist(), "counts": counts.tolist(), "prior": prior.tolist()}))
     log.info("AB prior: %d pixels over %d bins (%d empty before smoothing) in %.1f s", int(counts.sum()), len(bins),
              int((counts == 0).sum()), time.perf_counter() - start)
-    return {"bins": bins.tolist(), "prior": prior.float().tolist()}
+    return prior.float().tolist()
 
 
 def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, Any], steps_per_epoch: int,
              deadline: float | None, train_loop: Callable[[dict[str, Any]], None],
-             color_space: dict[str, list] | None = None):
+             ab_prior: list[float] | None = None):
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -168,7 +169,7 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
     return TorchTrainer(
         train_loop,
         train_loop_config={"train": config.to_dict(), "steps_per_epoch": steps_per_epoch, "run_dir": run_dir,
-                           "deadline": deadline, "color_space": color_space},
+                           "deadline": deadline, "ab_prior": ab_prior},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -256,11 +257,11 @@ def fit(config: TrainConfig, train_loop: Callable[[dict[str, Any]], None] = trai
     if steps_per_epoch == 0:
         raise ValueError(f"{counts['train']} training pairs over {config.workers} workers is {rows_per_worker} per "
                          f"worker, less than one batch of {config.batch_size}; lower --batch-size or --workers")
-    color_space = _color_space(config, train_ds, run_dir)
+    ab_prior = _ab_prior(config, train_ds, run_dir)
     # The budget counts training time: it starts once the data is decoded, as the trainer starts.
     deadline = time.time() + 60.0 * config.time_budget if config.time_budget else None
     trainer = _trainer(config, name, run_dir, {"train": train_ds, "val": val_ds}, steps_per_epoch, deadline,
-                       train_loop, color_space)
+                       train_loop, ab_prior)
     result = trainer.fit()
     out = _finish(result, config, name, run_dir, counts)
     log.info("%s", out.summary)

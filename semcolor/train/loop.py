@@ -149,7 +149,7 @@ def _quiet_ray_train_reports() -> None:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: ``train`` (TrainConfig dict), ``steps_per_epoch``, ``run_dir``,
-    ``deadline`` (time.time() seconds or None), ``color_space`` (bins head: ``bins`` and ``prior`` lists, else None)."""
+    ``deadline`` (time.time() seconds or None), ``ab_prior`` (bins head: the training split's prior, a list of Q floats, else None)."""
     import ray.train
     import ray.train.torch
 
@@ -167,9 +167,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from semcolor.model.network import build_model
 
     model = build_model(model_config)
-    if loop_config.get("color_space") is not None:  # a fresh bins head: the driver's bins and prior (a restore
-        space = loop_config["color_space"]          # below replaces them with the checkpoint's own)
-        model.color_head.set_color_space(torch.tensor(space["bins"]), torch.tensor(space["prior"]))
+    if loop_config.get("ab_prior") is not None:  # a fresh bins head (in-gamut bins already) gets the data's prior;
+        head = model.color_head                    # a restore below replaces it with the checkpoint's own
+        head.set_color_space(head.bins, torch.tensor(loop_config["ab_prior"]))
     restored = _restore(model, config)
     if use_cuda:
         model = model.to(memory_format=torch.channels_last)

@@ -18,8 +18,7 @@ from torch import Tensor
 
 from semcolor.core import color
 from semcolor.data.preprocess import preprocess_batch
-from semcolor.model.color_bins import DEFAULT_VIVIDNESS
-from semcolor.model.config import LossConfig
+from semcolor.model.config import DEFAULT_VIVIDNESS, LossConfig
 from semcolor.model.losses import multitask_loss
 from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator
 from semcolor.model.network import SegColorModel
