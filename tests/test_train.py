@@ -20,6 +20,7 @@ from semcolor.model.config import LossConfig, ModelConfig
 from semcolor.model.network import build_model
 from semcolor.train.config import TrainConfig
 from semcolor.train.loop import lr_factor
+from semcolor.train.step_timing import PHASES
 from semcolor.train.validation import ValidationTotals, validate
 
 # ---------------------------------------------------------------- unit
@@ -143,6 +144,12 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp
     assert result.history[1]["step"] == 2 * result.history[0]["step"]
     for key in ("val_miou", "val_psnr", "val_gray_psnr", "val_ssim", "train_images_per_s", "lr"):
         assert all(math.isfinite(h[key]) for h in result.history), key
+    steps_per_epoch = result.history[0]["step"]
+    for h in result.history:  # the step clock: phases (s per step, mean over workers) make up the epoch's time
+        phases = [h[f"step_{phase}_s"] for phase in PHASES]
+        assert all(s >= 0.0 for s in phases), h
+        assert 0.5 * h["train_time_s"] <= sum(phases) * steps_per_epoch <= 1.001 * h["train_time_s"], h
+        assert h["step_forward_s"] > 0 and h["step_backward_s"] > 0 and h["step_allreduce_busy_s"] > 0, h
     assert result.data_counts["train"] + result.data_counts["val"] == _COMMON["synth_n"]
     model, model_config = load(result.best_checkpoint)  # best/ is a model directory
     assert model_config.input_size == _COMMON["size"]
