@@ -17,6 +17,9 @@ class RayOptions:
     address: str | None = option(None, help="Ray cluster to join (default: RAY_ADDRESS, else a new local Ray that "
                                  "stops with the command)")
     num_cpus: int | None = option(None, help="CPUs of a new local Ray (default: all of this machine's)")
+    shared_path: bool = option(False, help="the command's local paths are on a filesystem every node of the cluster "
+                               "mounts (NFS and the like); without it a local path on a cluster of several nodes "
+                               "is refused, as each node would read and write its own disk")
 
 AWS_ENV: tuple[str, ...] = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -108,6 +111,29 @@ def pin_ray_address() -> None:
     import ray
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def alive_nodes() -> int:
+    """Nodes of the connected Ray cluster that are alive."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def require_shared_paths(paths: dict[str, str | None], shared_path: bool) -> None:
+    """Refuse local ``paths`` (what each path is -> its URL; None ones are skipped) on a Ray cluster of several
+    nodes, where every node would read and write its own disk (outputs scattered, inputs missing), unless the
+    user says they are on a shared filesystem (``--shared-path``). Call after :func:`init_ray`."""
+    local = {what: url for what, url in paths.items() if url is not None and storage.is_local(url)}
+    if shared_path or not local:
+        return
+    nodes = alive_nodes()
+    if nodes <= 1:
+        return
+    named = ", ".join(f"{what} {url!r}" for what, url in local.items())
+    raise ValueError(f"{named}: local path(s) on a Ray cluster of {nodes} nodes, where each node would use its own "
+                     "disk; use object storage (s3://...), or pass --shared-path if every node mounts the path "
+                     "(NFS and the like)")
 
 
 def storage_env(urls: list[str | None]) -> dict[str, str]:

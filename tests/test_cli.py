@@ -102,3 +102,32 @@ def test_a_checkout_in_the_working_directory_is_detected_as_shadowing(tmp_path, 
     assert _cwd_shadows_package()
     monkeypatch.chdir(_package_root())  # the checkout itself: its semcolor/ is the package
     assert not _cwd_shadows_package()
+
+
+def test_local_paths_are_refused_on_a_cluster_of_several_nodes(monkeypatch):
+    """Each node would read and write its own disk: refused with the paths named, unless --shared-path."""
+    from semcolor import ray_env
+
+    paths = {"SRC": "s3://bucket/scans", "DST": "/data/out", "--checkpoint": "file:///models/m", "--manifest": None}
+    monkeypatch.setattr(ray_env, "alive_nodes", lambda: 3)
+    with pytest.raises(ValueError) as err:
+        ray_env.require_shared_paths(paths, shared_path=False)
+    message = str(err.value)
+    assert "DST '/data/out'" in message and "--checkpoint 'file:///models/m'" in message
+    assert "SRC" not in message and "3 nodes" in message and "--shared-path" in message
+    ray_env.require_shared_paths(paths, shared_path=True)  # the user says every node mounts them
+    ray_env.require_shared_paths({"SRC": "s3://b/in", "DST": "s3://b/out"}, shared_path=False)  # object storage
+    monkeypatch.setattr(ray_env, "alive_nodes", lambda: 1)
+    ray_env.require_shared_paths(paths, shared_path=False)  # one node: its disk is the cluster's
+
+
+def test_train_on_a_multi_node_cluster_refuses_local_run_storage_in_one_line(monkeypatch, capsys):
+    from semcolor import ray_env
+    from semcolor.train import driver
+
+    monkeypatch.setattr(driver, "init_ray", lambda address, num_cpus: False)
+    monkeypatch.setattr(ray_env, "alive_nodes", lambda: 2)
+    monkeypatch.setattr(driver, "fit", lambda config: pytest.fail("must not train"))
+    assert main(["train", "--storage", "runs", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--storage 'runs'" in err and "2 nodes" in err and "--shared-path" in err

@@ -45,7 +45,7 @@ from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
 from semcolor.model.config import check_vividness, vividness_option
 from semcolor.options import config_from_args, option
-from semcolor.ray_env import init_ray, storage_env
+from semcolor.ray_env import init_ray, require_shared_paths, storage_env
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +389,7 @@ def run_colorize(args: argparse.Namespace) -> int:
     config = config_from_args(ColorizeConfig, args)
     load_config(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
     init_ray(args.address, args.num_cpus)
+    require_shared_paths({"SRC": config.src, "DST": config.dst, "--checkpoint": config.checkpoint}, args.shared_path)
     summary = run_job(config)
     for key, kind, reason in summary.failure_examples:
         print(f"failed {key} ({kind}): {reason}", file=sys.stderr)

@@ -295,12 +295,14 @@ def summary_line(metrics: dict[str, Any], out: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     """`semcolor evaluate --checkpoint URL (--images URL --masks URL | --manifest URL) --out DIR ...`."""
     from semcolor.model.checkpoint import load_config
-    from semcolor.ray_env import init_ray
+    from semcolor.ray_env import init_ray, require_shared_paths
 
     config = config_from_args(EvaluateConfig, args)
     load_config(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     init_ray(args.address, args.num_cpus)
+    require_shared_paths({"--checkpoint": config.checkpoint, "--images": config.images, "--masks": config.masks,
+                          "--manifest": config.manifest}, args.shared_path)
     metrics = run_evaluation(config)
     print(summary_line(metrics, config.out), flush=True)
     return 0

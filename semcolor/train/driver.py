@@ -29,7 +29,7 @@ from typing import Any
 from semcolor.core import storage
 from semcolor.model.metrics import json_safe
 from semcolor.options import config_from_args
-from semcolor.ray_env import init_ray, storage_env
+from semcolor.ray_env import init_ray, require_shared_paths, storage_env
 from semcolor.train.config import TrainConfig
 from semcolor.train.loop import STATE_NAME, train_loop_per_worker
 
@@ -273,6 +273,8 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(TrainConfig, args)
     init_ray(args.address, args.num_cpus)
+    require_shared_paths({"--images": config.images, "--masks": config.masks, "--manifest": config.manifest,
+                          "--storage": config.storage}, args.shared_path)
     result = fit(config)
     print(result.summary, flush=True)
     return 0
