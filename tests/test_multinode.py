@@ -1,0 +1,194 @@
+"""Several Ray nodes on this host, and a node lost mid-job.
+
+``ray.cluster_utils.Cluster`` starts a head and worker nodes as separate raylets on this machine. Each job runs
+as its own driver process joined to that cluster (this test process keeps the session's local Ray, which it uses
+for the single-node reference runs); the test removes a worker node while the job runs and shows that the node
+is gone from ``ray.nodes()`` before the job ends. One host means one disk, so the jobs pass ``--shared-path``
+for their local paths (the flag a cluster with NFS would use).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semcolor.bulk.records import ok_counts, read_records
+from semcolor.core import storage
+from semcolor.model import checkpoint
+from semcolor.model.config import ModelConfig
+from semcolor.model.network import build_model
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cluster(s3_server):
+    """A head (1 CPU) and two worker nodes (1 CPU each); -> (cluster, [worker nodes]). AWS_* are set first (the
+    s3_server fixture), so every node's processes find the S3 endpoint."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False, head_node_args={
+        "num_cpus": 1, "include_dashboard": False,
+        # a lost node is declared dead after ~3 s of failed health checks (default ~15 s)
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
+    try:
+        workers = [c.add_node(num_cpus=1) for _ in range(2)]
+        c.wait_for_nodes()
+        yield c, workers
+    finally:
+        c.shutdown()
+
+
+def _alive_nodes(address: str) -> int:
+    """Alive nodes of the cluster at ``address``, asked by a fresh driver (this process is on another Ray)."""
+    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print('alive nodes', sum(1 for n in ray.nodes() if n['Alive']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return int(next(line for line in out.stdout.splitlines() if line.startswith("alive nodes")).split()[-1])
+
+
+def _semcolor(*args: str) -> subprocess.Popen:
+    """``semcolor ARGS`` as its own driver process (stdout and stderr captured)."""
+    code = "import sys; from semcolor.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until(condition, timeout_s: float, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the job ended before {what}: rc {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {what} after {timeout_s} s")
+        time.sleep(0.3)
+
+
+def _node_hosting(nodes: list, title: str):
+    """The first of ``nodes`` whose raylet runs a worker process whose command line (Ray's process title, e.g.
+    ``ray::RayTrainWorker``) contains ``title``; None if none does. Ray workers are children of their node's
+    raylet."""
+    import psutil
+    from ray._private import ray_constants
+
+    for node in nodes:
+        raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+        for child in raylet.children():
+            try:
+                if title in " ".join(child.cmdline()):
+                    return node
+            except psutil.NoSuchProcess:
+                continue
+    return None
+
+
+def _lose_node(c, node) -> None:
+    """Take ``node`` away as a lost machine goes: its raylet and every worker process it started die at once
+    (by their pids; a raylet stopped alone can leave its workers running on, unseen by Ray, until they call it)."""
+    import psutil
+    from ray._private import ray_constants
+
+    raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+    children = raylet.children(recursive=True)
+    c.remove_node(node, allow_graceful=False)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _scans(src: str, n: int) -> list[str]:
+    """``n`` JPEG scans of assorted sizes under ``src``; -> their keys."""
+    keys = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        h, w = 90 + i % 7 * 11, 120 + i % 5 * 13
+        yy, xx = np.mgrid[0:h, 0:w]
+        rgb = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1) + rng.integers(-9, 9, (h, w, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, format="JPEG")
+        storage.write_bytes(storage.join(src, f"scan{i:03d}.jpg"), buf.getvalue())
+        keys.append(f"scan{i:03d}")
+    return keys
+
+
+def _outputs(dst: str) -> dict[str, bytes]:
+    """Every output under ``dst`` except the records: relative key -> bytes."""
+    return {storage.relative_key(u, dst): storage.read_bytes(u) for u in storage.list_files(dst)
+            if "/_manifest/" not in u}
+
+
+def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix, tmp_path):
+    """Head + 2 workers; a worker node removed once outputs appear: the job finishes, every key is recorded
+    exactly once, and the outputs are byte-identical to a single-node run of the same keys."""
+    from semcolor.bulk.job import colorize
+
+    c, workers = cluster
+    torch.manual_seed(0)
+    config = ModelConfig(arch="unet", input_size=64)
+    ckpt = checkpoint.save(build_model(config), config, str(tmp_path / "model"))
+    src, dst = storage.join(s3_prefix, "scans"), storage.join(s3_prefix, "color")
+    keys = _scans(src, 48)
+
+    proc = _semcolor("colorize", src, dst, "--checkpoint", ckpt, "--address", c.address, "--actors", "1:2",
+                     "--batch-size", "2", "--masks", "--shared-path")
+    _wait_until(lambda: storage.exists(dst) and read_records(dst).num_rows >= 2, 240, "records", proc)
+    lost = _node_hosting(workers, "MapWorker") or workers[0]  # a node with a model actor, if one has it
+    _lose_node(c, lost)
+    assert proc.poll() is None, "the job ended before the node was lost"
+    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    still_running = proc.poll() is None
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    assert still_running, "the job ended before the node was seen gone"
+    assert f"done {len(keys)}, skipped 0, failed 0" in out, out[-2000:]
+    assert ok_counts(read_records(dst)) == {k: 1 for k in keys}  # every key recorded exactly once
+
+    single = storage.join(s3_prefix, "single")
+    summary = colorize(src, single, ckpt, batch_size=2, masks=True)
+    assert (summary.done, summary.failed) == (len(keys), 0)
+    assert _outputs(dst) == _outputs(single)  # byte-identical to one node's run
+
+
+def test_training_across_two_nodes_continues_after_a_lost_node(cluster, tmp_path):
+    """Ray Train with 2 workers of 1 CPU on the 3 one-CPU nodes; the worker node that hosts a training worker is
+    removed after the second checkpoint: the run restarts its worker group from a checkpoint on the two nodes left
+    and finishes every epoch."""
+    c, workers = cluster
+    runs, name = tmp_path / "runs", "multinode"
+    proc = _semcolor("train", "--address", c.address, "--storage", str(runs), "--name", name, "--synth-n", "40",
+                     "--size", "64", "--batch-size", "4", "--epochs", "8", "--workers", "2", "--cpus-per-worker",
+                     "1", "--max-failures", "2", "--keep", "1", "--no-augment", "--shared-path")
+    run_dir = runs / name
+    # epoch 1's checkpoint on disk: epoch 0's is registered with the run (a checkpoint still being written when
+    # the node goes is not one the run can resume from)
+    _wait_until(lambda: (run_dir / "checkpoint_epoch0001").is_dir(), 300, "a second checkpoint", proc)
+    lost = _node_hosting(workers, "RayTrainWorker")  # 1 CPU per worker: at most one of them is on the head
+    assert lost is not None, "no training worker on a worker node"
+    _lose_node(c, lost)
+    assert proc.poll() is None, "the run ended before the node was lost"
+    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    still_running = proc.poll() is None
+    out, err = proc.communicate(timeout=500)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    assert still_running, "the run ended before the node was seen gone"
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(8))
+    resumed = [h["resumed_from_epoch"] for h in history]
+    assert any(r >= 0 for r in resumed), (resumed, out[-3000:], err[-6000:])  # restarted from a checkpoint
