@@ -113,6 +113,19 @@ def _lose_node(c, node) -> None:
             pass
 
 
+def _lose_node_midway(c, node, proc: subprocess.Popen) -> tuple[str, str]:
+    """Lose ``node`` while ``proc`` (a job on the cluster) runs, see it gone from ``ray.nodes()`` while the job still
+    runs, and wait for the job to succeed; -> its (stdout, stderr)."""
+    _lose_node(c, node)
+    assert proc.poll() is None, "the job ended before the node was lost"
+    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    still_running = proc.poll() is None
+    out, err = proc.communicate(timeout=500)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    assert still_running, "the job ended before the node was seen gone"
+    return out, err
+
+
 def _scans(src: str, n: int) -> list[str]:
     """``n`` JPEG scans of assorted sizes under ``src``; -> their keys."""
     keys = []
@@ -150,13 +163,7 @@ def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix
                      "--batch-size", "2", "--masks", "--shared-path")
     _wait_until(lambda: storage.exists(dst) and read_records(dst).num_rows >= 2, 240, "records", proc)
     lost = _node_hosting(workers, "MapWorker") or workers[0]  # a node with a model actor, if one has it
-    _lose_node(c, lost)
-    assert proc.poll() is None, "the job ended before the node was lost"
-    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
-    still_running = proc.poll() is None
-    out, err = proc.communicate(timeout=400)
-    assert proc.returncode == 0, out[-2000:] + err[-4000:]
-    assert still_running, "the job ended before the node was seen gone"
+    out, err = _lose_node_midway(c, lost, proc)
     assert f"done {len(keys)}, skipped 0, failed 0" in out, out[-2000:]
     assert ok_counts(read_records(dst)) == {k: 1 for k in keys}  # every key recorded exactly once
 
@@ -181,13 +188,7 @@ def test_training_across_two_nodes_continues_after_a_lost_node(cluster, tmp_path
     _wait_until(lambda: (run_dir / "checkpoint_epoch0001").is_dir(), 300, "a second checkpoint", proc)
     lost = _node_hosting(workers, "RayTrainWorker")  # 1 CPU per worker: at most one of them is on the head
     assert lost is not None, "no training worker on a worker node"
-    _lose_node(c, lost)
-    assert proc.poll() is None, "the run ended before the node was lost"
-    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
-    still_running = proc.poll() is None
-    out, err = proc.communicate(timeout=500)
-    assert proc.returncode == 0, out[-2000:] + err[-4000:]
-    assert still_running, "the run ended before the node was seen gone"
+    out, err = _lose_node_midway(c, lost, proc)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(8))
     resumed = [h["resumed_from_epoch"] for h in history]
