@@ -19,6 +19,21 @@ from typing import Any
 _CLI = "semcolor_cli"
 
 
+def parse_count_range(text: str | int, what: str) -> int | tuple[int, int]:
+    """``"4"`` (or 4) -> 4; ``"1:4"`` -> (1, 4). Raises ValueError naming ``what`` and the valid forms."""
+    try:
+        if isinstance(text, str) and ":" in text:
+            lo, hi = (int(v) for v in text.split(":", 1))
+            if not 1 <= lo <= hi:
+                raise ValueError
+            return lo, hi
+        if int(text) < 1:
+            raise ValueError
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be N >= 1 or MIN:MAX with 1 <= MIN <= MAX, got {text!r}") from None
+
+
 def option(default: Any = MISSING, *, help: str, flag: str | None = None, choices: Sequence[Any] | None = None,
            positional: bool = False) -> Any:
     """A dataclass field that is also a command-line option.

@@ -27,6 +27,7 @@ from semcolor.core import storage
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.network import build_model
+from semcolor.train.loop import lr_factor
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -173,23 +174,49 @@ def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix
     assert _outputs(dst) == _outputs(single)  # byte-identical to one node's run
 
 
-def test_training_across_two_nodes_continues_after_a_lost_node(cluster, tmp_path):
-    """Ray Train with 2 workers of 1 CPU on the 3 one-CPU nodes; the worker node that hosts a training worker is
-    removed after the second checkpoint: the run restarts its worker group from a checkpoint on the two nodes left
-    and finishes every epoch."""
+def _last_epoch_workers(run_dir: Path) -> list[int]:
+    """Workers of each epoch in the newest checkpoint's training state (empty before the first)."""
+    states = sorted(run_dir.glob("checkpoint_epoch*/train_state.json"))
+    for path in reversed(states):
+        try:
+            return [h["workers"] for h in json.loads(path.read_text())["history"]]
+        except (OSError, ValueError, KeyError):  # being written or removed
+            continue
+    return []
+
+
+def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster, tmp_path):
+    """--workers 1:3 on 3 one-CPU nodes starts 3 workers; a lost worker node shrinks the group to 2, a node added
+    grows it back to 3, each time from the last checkpoint, and the run reaches its last epoch."""
     c, workers = cluster
-    runs, name = tmp_path / "runs", "multinode"
-    proc = _semcolor("train", "--address", c.address, "--storage", str(runs), "--name", name, "--synth-n", "40",
-                     "--size", "64", "--batch-size", "4", "--epochs", "8", "--workers", "2", "--cpus-per-worker",
-                     "1", "--max-failures", "2", "--keep", "1", "--no-augment", "--shared-path")
+    runs, name = tmp_path / "runs", "elastic"
+    epochs = 14
+    proc = _semcolor("train", "--address", c.address, "--storage", str(runs), "--name", name, "--synth-n", "48",
+                     "--size", "64", "--batch-size", "4", "--epochs", str(epochs), "--workers", "1:3",
+                     "--resize-interval", "2", "--cpus-per-worker", "1", "--max-failures", "3", "--keep", "1",
+                     "--no-augment", "--shared-path")
     run_dir = runs / name
-    # epoch 1's checkpoint on disk: epoch 0's is registered with the run (a checkpoint still being written when
-    # the node goes is not one the run can resume from)
-    _wait_until(lambda: (run_dir / "checkpoint_epoch0001").is_dir(), 300, "a second checkpoint", proc)
-    lost = _node_hosting(workers, "RayTrainWorker")  # 1 CPU per worker: at most one of them is on the head
+    _wait_until(lambda: len(_last_epoch_workers(run_dir)) >= 2, 300, "two epochs", proc)
+    assert _last_epoch_workers(run_dir)[0] == 3  # as many as the cluster holds, up to MAX
+    lost = _node_hosting(workers, "RayTrainWorker")
     assert lost is not None, "no training worker on a worker node"
-    out, err = _lose_node_midway(c, lost, proc)
+    _lose_node(c, lost)
+    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    _wait_until(lambda: 2 in _last_epoch_workers(run_dir), 300, "an epoch with 2 workers", proc)
+    c.add_node(num_cpus=1)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == list(range(8))
-    resumed = [h["resumed_from_epoch"] for h in history]
-    assert any(r >= 0 for r in resumed), (resumed, out[-3000:], err[-6000:])  # restarted from a checkpoint
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    sizes = [h["workers"] for h in history]
+    shrunk, grown = sizes.index(2), len(sizes) - 1 - sizes[::-1].index(2) + 1
+    assert set(sizes[:shrunk]) == {3} and grown < epochs and set(sizes[grown:]) == {3}, sizes
+    assert history[shrunk]["resumed_from_epoch"] >= 0 and history[grown]["resumed_from_epoch"] >= 0
+    # The batch per worker stays (steps per epoch = rows // W // batch); the schedule runs in epochs and its peak
+    # follows the global batch (--lr x W / MAX): every epoch ends at the LR of a W-worker run at that epoch.
+    rows = json.loads((run_dir / "data_report.json").read_text())["counts"]["train"]
+    for h, w in zip(history, sizes):
+        spe = rows // w // 4
+        assert h["step"] - (history[h["epoch"] - 1]["step"] if h["epoch"] else 0) == spe, (h["epoch"], sizes)
+        expected = 1e-3 * w / 3 * lr_factor((h["epoch"] + 1) * spe, spe, epochs * spe, 0.02)
+        assert h["lr"] == pytest.approx(expected, rel=1e-9), (h["epoch"], sizes)

@@ -50,6 +50,9 @@ def test_lr_schedule_follows_the_time_budget_when_it_is_further_along() -> None:
     ({"epochs": 0}, "epochs"),
     ({"keep": 0}, "keep"),
     ({"time_budget": -1.0}, "time_budget"),
+    ({"workers": 0}, "workers must be N >= 1 or MIN:MAX"),
+    ({"workers": "3:1"}, "workers must be N >= 1 or MIN:MAX"),
+    ({"workers": "two"}, "workers must be N >= 1 or MIN:MAX"),
 ])
 def test_train_config_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -61,6 +64,60 @@ def test_train_config_round_trips_through_a_dict() -> None:
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_elastic_workers_and_the_learning_rate_rule() -> None:
+    """--workers MIN:MAX: the batch per worker stays, the peak LR follows the global batch (--lr at MAX)."""
+    fixed, elastic = TrainConfig(workers="3", lr=1e-3), TrainConfig(workers="1:4", lr=1e-3)
+    assert (fixed.workers, fixed.worker_range, fixed.lr_at(3)) == (3, (3, 3), 1e-3)
+    assert (elastic.workers, elastic.worker_range) == ("1:4", (1, 4))
+    assert elastic.lr_at(4) == pytest.approx(1e-3) and elastic.lr_at(1) == pytest.approx(2.5e-4)
+    assert TrainConfig(workers="2:2").workers == 2
+    assert TrainConfig.from_dict(json.loads(json.dumps(elastic.to_dict()))) == elastic
+
+
+def _schedule(config: TrainConfig, steps_per_epoch: int, world: int):
+    from semcolor.train.loop import _build_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    return _build_optimizer(model, config, steps_per_epoch, lr=config.lr_at(world))
+
+
+def _run_steps(optimizer, scheduler, n: int) -> list[float]:
+    lrs = []
+    for _ in range(n):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_a_resumed_schedule_continues_where_it_stopped_in_epochs_whatever_the_group_size() -> None:
+    """Same group size: rebasing a restored schedule changes nothing. Another size (elastic): the LR is that of a
+    group of the new size at the same point in epochs."""
+    from semcolor.train.loop import rebase_schedule
+
+    config = TrainConfig(workers="1:2", epochs=6, lr=1e-3, warmup_epochs=1.0)
+    opt, sched = _schedule(config, steps_per_epoch=5, world=2)
+    first = _run_steps(opt, sched, 10)  # 2 epochs with 2 workers
+    saved = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    rest = _run_steps(opt, sched, 5)
+
+    same_opt, same_sched = _schedule(config, steps_per_epoch=5, world=2)
+    same_opt.load_state_dict(saved["optimizer"])
+    same_sched.load_state_dict(saved["scheduler"])
+    rebase_schedule(same_opt, same_sched, config.lr_at(2), 2 * 5)
+    assert _run_steps(same_opt, same_sched, 5) == pytest.approx(rest, rel=1e-12)
+
+    # one worker left: 10 steps per epoch; at epoch 2 its LR is a one-worker schedule's at step 20, peak lr / 2
+    small_opt, small_sched = _schedule(config, steps_per_epoch=10, world=1)
+    small_opt.load_state_dict(saved["optimizer"])
+    small_sched.load_state_dict(saved["scheduler"])
+    rebase_schedule(small_opt, small_sched, config.lr_at(1), 2 * 10)
+    ref_opt, ref_sched = _schedule(config, steps_per_epoch=10, world=1)
+    reference = _run_steps(ref_opt, ref_sched, 30)
+    assert _run_steps(small_opt, small_sched, 10) == pytest.approx(reference[20:], rel=1e-12)
+    assert max(reference) == pytest.approx(config.lr / 2) and max(first) == pytest.approx(config.lr)
 
 
 def _val_batches(n: int, size: int, batch: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:

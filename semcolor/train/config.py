@@ -14,7 +14,7 @@ from semcolor.model.config import (
     LossConfig,
     ModelConfig,
 )
-from semcolor.options import option
+from semcolor.options import option, parse_count_range
 
 BINS_COLOR_WEIGHT = 0.3
 """Default weight of the bins head's color loss (see ``TrainConfig.color_weight``)."""
@@ -62,7 +62,13 @@ class TrainConfig:
     seg_to_color: bool = option(False, help="feed the segmentation probabilities to the color head (the "
                                 "segmentation -> color link)")
     color_loss: str = option("mse", choices=COLOR_LOSSES, help="regression head: its loss on AB")
-    workers: int = option(2, help="Ray Train workers (data-parallel DDP)")
+    workers: int | str = option(2, help="Ray Train workers (data-parallel DDP): N, or MIN:MAX for elastic training "
+                                "(starts with as many as the cluster holds, at least MIN; a lost node shrinks the "
+                                "group, a node added grows it, each time from the last checkpoint). The batch per "
+                                "worker stays --batch-size; the learning rate follows the global batch: --lr is the "
+                                "peak at MAX workers, lr x W / MAX with W")
+    resize_interval: float = option(60.0, help="elastic training: seconds between checks for room to grow the "
+                                    "worker group")
     cpus_per_worker: float = option(1.0, help="Ray CPUs per worker; torch uses max(1, round(cpus_per_worker)) "
                                     "threads")
     gpus_per_worker: float = option(0.0, help="GPUs per worker (> 0: CUDA, NCCL, bf16 autocast)")
@@ -98,8 +104,8 @@ class TrainConfig:
             raise ValueError("give both images and masks (two prefixes), or a manifest, or neither (synthetic data)")
         if self.manifest is not None and self.images is not None:
             raise ValueError("give either manifest or images + masks, not both")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "workers": self.workers,
-                    "size": self.size, "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
+        self.workers = self._normalized_workers(self.workers)
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "size": self.size, "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
         for key, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{key} must be positive; got {value}")
@@ -118,12 +124,33 @@ class TrainConfig:
             raise ValueError(f"need keep >= 1 and max_failures >= 0; got {self.keep}, {self.max_failures}")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"limit must be positive; got {self.limit}")
+        if self.resize_interval <= 0:
+            raise ValueError(f"resize_interval must be positive seconds; got {self.resize_interval}")
         if self.ddp_bucket_mb <= 0:
             raise ValueError(f"ddp_bucket_mb must be positive; got {self.ddp_bucket_mb}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time_budget must be positive minutes; got {self.time_budget}")
         self.model_config()  # validates n_classes, size, pretrained
         self.loss_config()  # validates the loss knobs
+
+    @staticmethod
+    def _normalized_workers(workers: int | str) -> int | str:
+        """N (int or "N") -> N; "MIN:MAX" -> "MIN:MAX" (MIN = MAX -> that int)."""
+        parsed = parse_count_range(workers, "workers")
+        if isinstance(parsed, int):
+            return parsed
+        return parsed[0] if parsed[0] == parsed[1] else f"{parsed[0]}:{parsed[1]}"
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(MIN, MAX) workers; MIN = MAX for a fixed group."""
+        parsed = parse_count_range(self.workers, "workers")
+        return parsed if isinstance(parsed, tuple) else (parsed, parsed)
+
+    def lr_at(self, world: int) -> float:
+        """Peak learning rate with ``world`` workers: --lr at MAX workers, scaled with the global batch (the linear
+        scaling rule of Goyal et al. 2017; the batch per worker never changes)."""
+        return self.lr * world / self.worker_range[1]
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained,

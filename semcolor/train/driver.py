@@ -148,7 +148,19 @@ def _ab_prior(config: TrainConfig, train_ds: Any, run_dir: str) -> list[float] |
     return prior.float().tolist()
 
 
-def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, Any], steps_per_epoch: int,
+def _scaling(config: TrainConfig, resources: dict[str, float]):
+    """Ray Train's ScalingConfig: a fixed group of N workers, or an elastic (MIN, MAX) one."""
+    from ray.train import ScalingConfig
+
+    low, high = config.worker_range
+    use_gpu = config.gpus_per_worker > 0
+    if low == high:
+        return ScalingConfig(num_workers=high, use_gpu=use_gpu, resources_per_worker=resources)
+    return ScalingConfig(num_workers=(low, high), use_gpu=use_gpu, resources_per_worker=resources,
+                         elastic_resize_monitor_interval_s=config.resize_interval)
+
+
+def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, Any], train_rows: int,
              deadline: float | None, train_loop: Callable[[dict[str, Any]], None],
              ab_prior: list[float] | None = None):
     from ray.train import (
@@ -157,7 +169,6 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
         FailureConfig,
         LoggingConfig,
         RunConfig,
-        ScalingConfig,
     )
     from ray.train.torch import TorchTrainer
 
@@ -168,10 +179,9 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
         resources["GPU"] = config.gpus_per_worker
     return TorchTrainer(
         train_loop,
-        train_loop_config={"train": config.to_dict(), "steps_per_epoch": steps_per_epoch, "run_dir": run_dir,
+        train_loop_config={"train": config.to_dict(), "train_rows": train_rows, "run_dir": run_dir,
                            "deadline": deadline, "ab_prior": ab_prior},
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpus_per_worker > 0,
-                                     resources_per_worker=resources),
+        scaling_config=_scaling(config, resources),
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=config.max_failures),
@@ -252,15 +262,15 @@ def fit(config: TrainConfig, train_loop: Callable[[dict[str, Any]], None] = trai
     storage.makedirs(run_dir)
     log.info("run %s in %s (rerun with --name %s to resume)", name, run_dir, name)
     train_ds, val_ds, counts = _datasets(config, run_dir)
-    rows_per_worker = counts["train"] // config.workers
-    steps_per_epoch = rows_per_worker // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{counts['train']} training pairs over {config.workers} workers is {rows_per_worker} per "
+    most = config.worker_range[1]
+    rows_per_worker = counts["train"] // most
+    if rows_per_worker < config.batch_size:
+        raise ValueError(f"{counts['train']} training pairs over {most} workers is {rows_per_worker} per "
                          f"worker, less than one batch of {config.batch_size}; lower --batch-size or --workers")
     ab_prior = _ab_prior(config, train_ds, run_dir)
     # The budget counts training time: it starts once the data is decoded, as the trainer starts.
     deadline = time.time() + 60.0 * config.time_budget if config.time_budget else None
-    trainer = _trainer(config, name, run_dir, {"train": train_ds, "val": val_ds}, steps_per_epoch, deadline,
+    trainer = _trainer(config, name, run_dir, {"train": train_ds, "val": val_ds}, counts["train"], deadline,
                        train_loop, ab_prior)
     result = trainer.fit()
     out = _finish(result, config, name, run_dir, counts)

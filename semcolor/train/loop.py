@@ -49,8 +49,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float, 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, deadline: float | None = None
-                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, deadline: float | None = None,
+                     lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """Fused AdamW (no weight decay on norms and biases) and the per-step warm-up + cosine schedule (the cosine also
     follows the time budget when ``deadline``, a time.time() value, is given)."""
     decay, no_decay = [], []
@@ -60,7 +60,7 @@ def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int
     # fused: one kernel over all parameters; on CPU 4x faster than the multi-tensor default for the 24 M
     # parameters, a step's largest cost after the model at 128 px (`semcolor bench train`)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, fused=True)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr or config.lr, fused=True)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     total = config.epochs * steps_per_epoch
     budget_s = 60.0 * config.time_budget if (config.time_budget and deadline) else None
@@ -71,6 +71,22 @@ def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler
+
+
+def rebase_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, peak_lr: float,
+                    step: int) -> None:
+    """Put a restored schedule at optimizer step ``step`` of this worker group, with peak ``peak_lr``.
+
+    The schedule runs in epochs (warm-up and cosine in epochs x steps per epoch); an elastic group that resumed
+    with another size has another number of steps per epoch and another peak LR, so a checkpoint's step count and
+    base LRs are re-expressed in the new group's: ``step`` = epochs done x its steps per epoch. For a group of the
+    same size this changes nothing."""
+    scheduler.base_lrs = [peak_lr for _ in optimizer.param_groups]
+    scheduler.last_epoch = step
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], str | None] | None:
@@ -161,15 +177,16 @@ def _quiet_ray_train_reports() -> None:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: ``train`` (TrainConfig dict), ``steps_per_epoch``, ``run_dir``,
-    ``deadline`` (time.time() seconds or None), ``ab_prior`` (bins head: the training split's prior, a list of Q floats, else None)."""
+    ``train_rows`` (rows of the training split; each worker trains on an equal shard), ``deadline`` (time.time() seconds
+    or None), ``ab_prior`` (bins head: the training split's prior, a list of Q floats, else None)."""
     import ray.train
     import ray.train.torch
 
     _quiet_ray_train_reports()
     config = TrainConfig.from_dict(loop_config["train"])
-    steps_per_epoch: int = loop_config["steps_per_epoch"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    steps_per_epoch = loop_config["train_rows"] // world // config.batch_size  # equal shards, whole batches
     torch.set_num_threads(max(1, int(round(config.cpus_per_worker))))
     torch.manual_seed(config.seed)
     device = ray.train.torch.get_device()
@@ -190,7 +207,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     clock = StepClock(sync=torch.cuda.synchronize if use_cuda else None)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         clock.attach(model)
-    optimizer, scheduler = _build_optimizer(model, config, steps_per_epoch, loop_config.get("deadline"))
+    optimizer, scheduler = _build_optimizer(model, config, steps_per_epoch, loop_config.get("deadline"),
+                                            lr=config.lr_at(world))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": []}
     if restored is not None:
         state, optim_file = restored
@@ -200,6 +218,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             os.unlink(optim_file)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        rebase_schedule(optimizer, scheduler, config.lr_at(world), (state["epoch"] + 1) * steps_per_epoch)
+        if rank == 0 and state["history"] and state["history"][-1].get("workers", world) != world:
+            log.warning("resuming with %d workers (was %d): %d steps per epoch, peak lr %.3g",
+                        world, state["history"][-1]["workers"], steps_per_epoch, config.lr_at(world))
     resumed_from = state["epoch"] if restored is not None else None
     loss_config = config.loss_config()
     inner = getattr(model, "module", model)
