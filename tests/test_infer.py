@@ -122,6 +122,37 @@ def test_latest_ok_wins_and_errors_are_kept_until_ok():
     assert ok_counts(records) == {"a": 2}
 
 
+def test_compaction_keeps_each_keys_latest_record_in_one_file(tmp_path):
+    """Records of three runs in several files (and one truncated file) -> one compacted file with the same latest
+    record per key; the unreadable file stays; compacting again changes nothing."""
+    import pyarrow.parquet as pq
+
+    from semcolor.bulk.records import compact_records, done_outputs, record_files
+
+    dst = tmp_path / "dst"
+    runs = [
+        [{"key": "a", "status": "error", "finished_at": 1.0}, {"key": "b", "status": "ok", "output": "b1",
+                                                                "finished_at": 1.0}],
+        [{"key": "a", "status": "ok", "output": "a2", "finished_at": 2.0}],
+        [{"key": "c", "status": "error", "reason": "corrupt", "finished_at": 3.0},
+         {"key": "b", "status": "ok", "output": "b3", "finished_at": 3.0}],
+    ]
+    for i, rows in enumerate(runs):
+        for j, row in enumerate(rows):
+            (dst / "_manifest" / f"run{i}").mkdir(parents=True, exist_ok=True)
+            pq.write_table(_records([row]), dst / "_manifest" / f"run{i}" / f"part{j}.parquet")
+    (dst / "_manifest" / "run2" / "truncated.parquet").write_bytes(b"PAR1\x00")
+    before = read_records(str(dst))
+    assert compact_records(str(dst)) == (6, 3)
+    _, paths = record_files(str(dst))
+    assert len(paths) == 2 and any("truncated" in p for p in paths)  # one compacted file + the unreadable one
+    after = read_records(str(dst))
+    assert after.num_rows == 3
+    assert done_outputs(after) == done_outputs(before) == {"a": ("a2", None), "b": ("b3", None)}
+    assert {r["key"]: r["reason"] for r in latest_by_key(after).to_pylist()}["c"] == "corrupt"
+    assert ok_counts(after) == {"a": 1, "b": 1}
+
+
 def test_plan_lists_images_skips_dst_and_marks_duplicate_keys(tmp_path):
     src = tmp_path / "src"
     for name in ("a.jpg", "sub/b.png", "c.png", "c.jpg"):

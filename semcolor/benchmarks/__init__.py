@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from semcolor.options import option
 
-BENCHMARKS = ("model", "data", "colorize", "train", "serve", "quality")
+BENCHMARKS = ("model", "data", "colorize", "train", "serve", "quality", "plan")
 
 
 @dataclass(kw_only=True)

@@ -1,5 +1,9 @@
 """Result records of bulk colorization: ``DST/_manifest/*.parquet``, one row per source per run.
 
+Records of many runs would grow into many small files (a run writes one per Ray Data block);
+:func:`compact_records` replaces them by one file of each key's latest record, and a run that leaves more than
+:data:`COMPACT_ABOVE` files compacts them at its end, so a rerun reads a bounded number of files.
+
 A record is the commit point of one key: it is written only after the key's output (and mask)
 were written atomically, so ``status == "ok"`` means the files exist and are complete. Records of
 several runs coexist; :func:`latest_by_key` reduces them to one row per key (the latest ``ok``
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import io
 import logging
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -40,6 +46,8 @@ from semcolor.core.decode import OK
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "_manifest"
+COMPACT_ABOVE = 64
+"""A run that ends with more record files than this compacts them into one (:func:`compact_records`)."""
 
 RECORD_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -93,23 +101,55 @@ def _read_one(fs: pafs.FileSystem, path: str) -> pa.Table | None:
         return None
 
 
+def record_files(dst: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The record files under ``DST/_manifest/`` (sorted paths on the returned filesystem); hidden and ``_``
+    names are not records."""
+    fs, root = storage.resolve(manifest_url(dst))
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return fs, sorted(
+        i.path for i in infos
+        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+        and not any(part.startswith((".", "_")) for part in i.path[len(root):].split("/") if part)
+    )
+
+
 def read_records(dst: str, threads: int = 8) -> pa.Table:
     """Every record under ``DST/_manifest/`` from every run (:data:`RECORD_SCHEMA`); empty when none.
 
     Files that cannot be read (truncated by a killed job) are logged and skipped.
     """
-    fs, root = storage.resolve(manifest_url(dst))
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    paths = sorted(
-        i.path for i in infos
-        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-        and not any(part.startswith((".", "_")) for part in i.path[len(root):].split("/") if part)
-    )
+    fs, paths = record_files(dst)
     if not paths:
         return empty_records()
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
         tables = [t for t in pool.map(lambda p: _read_one(fs, p), paths) if t is not None]
     return pa.concat_tables(tables) if tables else empty_records()
+
+
+def compact_records(dst: str, threads: int = 8) -> tuple[int, int]:
+    """Replace the record files under ``DST/_manifest/`` by one file of each key's latest record
+    (:func:`latest_by_key`: what every reader of the records reduces them to) -> (files before, rows after).
+
+    The new file is written completely (atomically) before the old ones are deleted; a crash in between leaves
+    both, which readers reduce to the same latest records. Unreadable files are left alone (and logged). Do
+    not run it while a job writes to ``DST``.
+    """
+    fs, paths = record_files(dst)
+    if len(paths) <= 1:
+        return len(paths), -1  # nothing to compact (rows not counted)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        read = [(p, t) for p, t in zip(paths, pool.map(lambda p: _read_one(fs, p), paths)) if t is not None]
+    readable = [p for p, _ in read]
+    latest = latest_by_key(pa.concat_tables([t for _, t in read]) if read else empty_records())
+    buf = io.BytesIO()
+    pq.write_table(latest, buf, compression="zstd")
+    name = f"compacted-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+    storage.write_bytes(storage.join(manifest_url(dst), name), buf.getvalue())
+    for path in readable:
+        fs.delete_file(path)
+    log.info("compacted %d record files under %s into %s (%d keys)", len(paths), manifest_url(dst), name,
+             latest.num_rows)
+    return len(paths), latest.num_rows
 
 
 def latest_by_key(records: pa.Table) -> pa.Table:
