@@ -622,10 +622,14 @@ def test_train_job_fits_its_cluster():
     assert command == "train"
     ns = build_parser().parse_args([command, *args])
     now, most = _gpu_capacity(doc)
-    need = ns.workers * ns.gpus_per_worker
+    from semcolor.options import config_from_args
+    from semcolor.train.config import TrainConfig
+
+    workers = config_from_args(TrainConfig, ns).worker_range[1]  # the most an elastic group may grow to
+    need = workers * ns.gpus_per_worker
     assert need > 0, "the GPU training job should train on GPUs"
     limit = most if _cluster_spec(doc).get("enableInTreeAutoscaling") else now
-    assert need <= limit, f"{ns.workers} workers x {ns.gpus_per_worker} GPU > {limit} GPUs in the cluster"
+    assert need <= limit, f"{workers} workers x {ns.gpus_per_worker} GPU > {limit} GPUs in the cluster"
     assert ns.storage.startswith("s3://"), "checkpoints must outlive the cluster (shutdownAfterJobFinishes)"
     assert ns.name, "a fixed --name makes a retried RayJob resume"
 
