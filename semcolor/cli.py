@@ -44,6 +44,8 @@ COMMANDS: dict[str, Command] = {
                      "semcolor.serve.builder:run_serve"),
     "demo": Command("synthesize data, train briefly, colorize unseen scans and photos, write a contact sheet",
                     ("semcolor.demo.demo:DemoOptions",), "semcolor.demo.demo:run_demo"),
+    "export": Command("export a checkpoint to ONNX (the model without Ray or torch), verified against torch first",
+                      ("semcolor.model.export:ExportOptions",), "semcolor.model.export:run_export", ray=False),
     "bench": Command("benchmarks: print a table, write JSON", ("semcolor.benchmarks:BenchOptions",),
                      "semcolor.benchmarks:run_bench"),
 }

@@ -5,6 +5,7 @@ Unit tests use none of these. Integration tests ask for ``ray_local`` and/or ``s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -21,6 +22,26 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Keep Ray quiet and small on a 2-core machine.
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+@contextlib.contextmanager
+def served(*cli_args: str) -> Iterator[str]:
+    """``semcolor serve CLI_ARGS --host 127.0.0.1 --port <free> --no-blocking`` on the connected Ray; yields its
+    base URL and deletes the app (and Serve) afterwards."""
+    from ray import serve
+
+    from semcolor.cli import build_parser
+    from semcolor.serve.builder import APP_NAME, run_serve
+
+    port = free_port()
+    args = build_parser().parse_args(["serve", *cli_args, "--host", "127.0.0.1", "--port", str(port),
+                                      "--no-blocking"])
+    assert run_serve(args) == 0
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()
 
 
 def free_port() -> int:

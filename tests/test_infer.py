@@ -310,8 +310,12 @@ def test_bad_input_corpus_is_accounted_exactly(ray_local, tiny_checkpoint, tmp_p
 
 @pytest.mark.ray
 @pytest.mark.s3
-def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix):
+def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix, monkeypatch):
+    from semcolor.bulk import job
     from semcolor.bulk.job import colorize
+    from semcolor.bulk.records import record_files
+
+    monkeypatch.setattr(job, "COMPACT_ABOVE", 1)  # the run ends by compacting its record files into one
 
     src, dst = storage.join(s3_prefix, "scans"), storage.join(s3_prefix, "color")
     sizes = {"a": (41, 27), "deep/b": (13, 77), "c": (100, 99)}
@@ -324,6 +328,7 @@ def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix):
     for key, size in sizes.items():
         assert _size(storage.join(dst, f"{key}.webp")) == size
         assert _size(storage.join(dst, "masks", f"{key}.png")) == size
+    assert len(record_files(dst)[1]) == 1 and ok_counts(read_records(dst)) == dict.fromkeys(sizes, 1)
     assert colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, format="webp").skipped == 3
 
 

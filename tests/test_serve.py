@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, served
 from PIL import Image
 
 from semcolor.serve.args import ServeArgs
-from semcolor.serve.builder import APP_NAME, app, parse_replicas, run_serve
+from semcolor.serve.builder import app, parse_replicas, run_serve
 from semcolor.serve.http import RequestError, choose_format
 
 MAX_BODY_MB = 1
@@ -187,9 +187,7 @@ def test_no_blocking_without_a_cluster_is_refused(monkeypatch, capsys):
 def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
     """`semcolor serve --no-blocking` with a tiny checkpoint on 127.0.0.1:<free port>; removed afterwards."""
     import torch
-    from ray import serve
 
-    from semcolor.cli import build_parser
     from semcolor.model import checkpoint
     from semcolor.model.config import ModelConfig
     from semcolor.model.network import build_model
@@ -203,18 +201,9 @@ def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
     prior = torch.exp(-bins.square().sum(dim=1) / (2 * 15.0**2))
     model.color_head.set_color_space(bins, prior / prior.sum())
     checkpoint.save(model, config, ckpt)
-    port = free_port()
-    args = build_parser().parse_args([
-        "serve", "--checkpoint", ckpt, "--host", "127.0.0.1", "--port", str(port), "--no-blocking",
-        "--max-batch-size", "8", "--batch-wait-timeout", "0.05",
-        "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS),
-    ])
-    assert run_serve(args) == 0
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.delete(APP_NAME)
-        serve.shutdown()
+    with served("--checkpoint", ckpt, "--max-batch-size", "8", "--batch-wait-timeout", "0.05",
+                "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
 with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global
-batch 2 x :data:`BATCH`: about 13 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
+batch 2 x :data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
 budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
 checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it. A bins-head row
 is measured at each vividness of :data:`VIVIDNESS` (inference rows of one trained model), with the default
@@ -33,7 +33,7 @@ from semcolor.model.config import DEFAULT_VIVIDNESS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
 SIZE = 96
-EPOCHS = 20
+EPOCHS = 44
 BATCH = 16
 LR = 2e-3
 VAL_FRACTION = 0.2

@@ -33,18 +33,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from semcolor.bulk.records import (
+    COMPACT_ABOVE,
+    compact_records,
     done_outputs,
     latest_by_key,
     manifest_url,
     read_records,
+    record_files,
 )
 from semcolor.core import storage
 from semcolor.core.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, OK
 from semcolor.core.encode import check_quality, extension_of
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
-from semcolor.model.config import check_vividness, vividness_option
-from semcolor.options import config_from_args, option
+from semcolor.model.config import (
+    BACKENDS,
+    backend_option,
+    check_vividness,
+    vividness_option,
+)
+from semcolor.model.onnx_predictor import is_onnx
+from semcolor.options import config_from_args, option, parse_count_range
 from semcolor.ray_env import init_ray, require_shared_paths, storage_env
 
 log = logging.getLogger(__name__)
@@ -75,8 +84,9 @@ class ColorizeConfig:
     limit: int | None = option(None, help="only the first N inputs (sorted by source URL, before skipping done keys)")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, help="sources with more pixels (width x height) are recorded as "
                              "too_large errors")
-    threads_per_actor: int | None = option(None, help="torch threads per CPU model actor; default this machine's "
-                                           "cores / actors")
+    backend: str = backend_option()
+    threads_per_actor: int | None = option(None, help="torch (or onnxruntime) threads per CPU model actor; default "
+                                           "this machine's cores / actors")
     cpus_per_actor: float | None = option(None, help="CPUs each model actor reserves; default 1 with GPUs, else "
                                           "min(1, (CPUs - 1) / actors), at least 0.25, leaving a CPU to the decode "
                                           "and encode tasks")
@@ -86,6 +96,10 @@ class ColorizeConfig:
         extension_of(self.format)
         parse_actors(self.actors)
         check_vividness(self.vividness)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Wrong backend {self.backend!r}; supported: {list(BACKENDS)}")
+        if is_onnx(self.checkpoint) and self.backend != "onnxruntime":
+            raise ValueError(f"{self.checkpoint} is an ONNX graph: it runs with --backend onnxruntime")
         check_refine(self.refine)
         check_quality(self.quality)
         if self.batch_size < 1 or self.max_pixels < 1 or self.io_threads < 1:
@@ -279,9 +293,9 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     import ray.data
 
     from semcolor.bulk.stages import ColorizeActor, decode_rows, merge_encode_write
-    from semcolor.model.checkpoint import load_config
+    from semcolor.model.inference import model_config_of
 
-    model_config, _ = load_config(config.checkpoint)
+    model_config = model_config_of(config.checkpoint)  # a checkpoint directory or a .onnx file
     size = int(config.size or model_config.input_size)
     compute, max_actors = _actor_pool(config.actor_range)
 
@@ -298,6 +312,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
     s3 = storage.s3_options_for([config.dst, *todo["source"].to_pylist()])
     actor_env = storage_env([config.checkpoint])
+    if config.backend == "onnxruntime" and os.environ.get("SEMCOLOR_CACHE"):  # where actors cache their export
+        actor_env["SEMCOLOR_CACHE"] = os.environ["SEMCOLOR_CACHE"]
     gpus = config.gpus_per_actor
     threads = config.threads_per_actor
     if threads is None and gpus == 0:
@@ -319,7 +335,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                         num_cpus=cpus_per_actor, num_gpus=gpus, memory=actor_memory(batch_size, size),
                         fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
                                                "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
-                                               "vividness": config.vividness},
+                                               "vividness": config.vividness, "backend": config.backend},
                         udf_modifying_row_count=False, runtime_env={"env_vars": actor_env} if actor_env else None)
     ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=1,
                         fn_kwargs={"fmt": config.ext, "quality": config.quality, "n_classes": model_config.n_classes,
@@ -343,6 +359,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     bad = mine.filter(pc.invert(ok))
     summary.failures_by_kind = dict(Counter(bad["kind"].to_pylist()))
     summary.failure_examples = list(zip(*(bad[c].to_pylist()[:10] for c in ("key", "kind", "reason"))))
+    if len(record_files(config.dst)[1]) > COMPACT_ABOVE:  # a rerun then reads one file, not one per block
+        compact_records(config.dst)
     return summary
 
 
@@ -369,25 +387,15 @@ def stage_cpu_seconds(ds) -> dict[str, float]:
 
 def parse_actors(text: str) -> int | tuple[int, int]:
     """``"4"`` -> 4; ``"1:4"`` -> (1, 4) (an autoscaling pool). Raises ValueError naming the valid forms."""
-    try:
-        if ":" in text:
-            lo, hi = (int(v) for v in text.split(":", 1))
-            if not 1 <= lo <= hi:
-                raise ValueError
-            return lo, hi
-        if int(text) < 1:
-            raise ValueError
-        return int(text)
-    except ValueError:
-        raise ValueError(f"actors must be N >= 1 or MIN:MAX with 1 <= MIN <= MAX, got {text!r}") from None
+    return parse_count_range(text, "actors")
 
 
 def run_colorize(args: argparse.Namespace) -> int:
     """`semcolor colorize SRC DST --checkpoint URL [...]`: the job with Ray Data progress bars, then a summary."""
-    from semcolor.model.checkpoint import load_config
+    from semcolor.model.inference import model_config_of
 
     config = config_from_args(ColorizeConfig, args)
-    load_config(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
+    model_config_of(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"SRC": config.src, "DST": config.dst, "--checkpoint": config.checkpoint}, args.shared_path)
     summary = run_job(config)

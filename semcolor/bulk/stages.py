@@ -109,13 +109,14 @@ class _RowFailed(Exception):
 class ColorizeActor:
     """Stage 2: loads :class:`semcolor.core.colorizer.Colorizer` once per actor; ``small`` -> ``ab8``, ``fg8``.
 
-    ``threads``: torch intra-op threads for this actor (CPU inference); ``vividness``: see
-    :meth:`semcolor.core.colorizer.Colorizer.predict`. Inference is deterministic
+    ``threads``: torch (or onnxruntime) intra-op threads for this actor (CPU inference); ``vividness``: see
+    :meth:`semcolor.core.colorizer.Colorizer.predict`; ``backend``: torch or onnxruntime, resolved on the actor's
+    node (:func:`semcolor.model.inference.load_predictor`). Inference is deterministic
     (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
     """
 
     def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
-                 vividness: float | None = None) -> None:
+                 vividness: float | None = None, backend: str = "torch") -> None:
         import torch
 
         from semcolor.model.inference import load_colorizer, make_deterministic
@@ -123,7 +124,7 @@ class ColorizeActor:
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         make_deterministic()
-        self.colorizer = load_colorizer(checkpoint, device=device, size=size)
+        self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads)
         self.size = size
         self.vividness = vividness
 

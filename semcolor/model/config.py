@@ -36,6 +36,16 @@ def vividness_option() -> Any:
                   "semcolor.model.color_bins.decode_vivid. Regression models ignore it")
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
+def backend_option() -> Any:
+    """The ``--backend`` option of the commands that run the model on Ray (bulk colorize actors)."""
+    return option("torch", choices=BACKENDS, help="inference backend on CPU nodes: torch, or onnxruntime (the "
+                  "checkpoint is exported to ONNX and verified against torch once per node at actor start; a .onnx "
+                  "file from `semcolor export` is taken as it is). CUDA nodes always run torch")
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model; saved as config.json beside the weights."""

@@ -1,6 +1,7 @@
 """The model behind :class:`semcolor.core.colorizer.Colorizer`: a checkpoint loaded on a device, predicting at model size.
 
-``load_colorizer(url)`` is what every front end calls (bulk actors, evaluation, the Serve replica, the demo).
+``load_colorizer(url)`` is what every front end calls (bulk actors, evaluation, the Serve replica, the demo); its
+``backend`` picks torch or onnxruntime (:mod:`semcolor.model.onnx_predictor`) per node.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from semcolor.core.colorizer import Colorizer
+from semcolor.core.colorizer import Colorizer, Predictor
 from semcolor.core.refine import DEFAULT_REFINE
-from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
+from semcolor.model.config import BACKENDS, DEFAULT_VIVIDNESS, ModelConfig
 from semcolor.model.network import SegColorModel
 
 
@@ -73,8 +74,46 @@ class TorchPredictor:
                 "backend": "torch", "device": str(self.device)}
 
 
-def load_predictor(url: str, device: str | None = "auto", size: int | None = None) -> TorchPredictor:
-    """The checkpoint at ``url`` (a model directory) on ``device``, predicting at ``size`` (default: its own)."""
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend this node runs: torch on CUDA whatever was asked (bf16 autocast beats onnxruntime's CPU
+    provider there), else ``backend`` (one of :data:`semcolor.model.config.BACKENDS`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Wrong backend {backend!r}; supported: {list(BACKENDS)}")
+    return "torch" if device.type == "cuda" else backend
+
+
+def model_config_of(url: str) -> ModelConfig:
+    """The :class:`ModelConfig` of a model URL: a checkpoint directory, or a ``.onnx`` file from `semcolor export`."""
+    from semcolor.model.onnx_predictor import is_onnx, read_onnx_config
+
+    if is_onnx(url):
+        return read_onnx_config(url)
+    from semcolor.model.checkpoint import load_config
+
+    return load_config(url)[0]
+
+
+def load_predictor(url: str, device: str | None = "auto", size: int | None = None, backend: str = "torch",
+                   threads: int | None = None) -> Predictor:
+    """The model at ``url`` on ``device``, predicting at ``size`` (default: its own).
+
+    ``url``: a checkpoint directory, or (onnxruntime only) a ``.onnx`` file from `semcolor export`. ``backend``
+    (resolved per node by :func:`resolve_backend`): ``torch``, or ``onnxruntime`` (CPU; a checkpoint is exported
+    and verified once into the local cache, see :func:`semcolor.model.export.cached_export`). ``threads``:
+    onnxruntime's intra-op threads (torch's are the caller's ``torch.set_num_threads``).
+    """
+    from semcolor.model.onnx_predictor import is_onnx, load_onnx_predictor
+
+    if resolve_backend(backend, resolve_device(device)) == "onnxruntime" or is_onnx(url):
+        if backend != "onnxruntime":
+            raise ValueError(f"{url} is an ONNX graph: it runs with backend onnxruntime (on CPU), not {backend}")
+        return load_onnx_predictor(url, size=size, threads=threads)  # a .onnx file runs there even on a GPU node
+    return load_torch_predictor(url, device, size)
+
+
+def load_torch_predictor(url: str, device: str | None = "auto", size: int | None = None) -> TorchPredictor:
+    """The checkpoint at ``url`` (a model directory) on ``device`` with torch, predicting at ``size`` (default: its
+    own)."""
     from semcolor.model.checkpoint import load
 
     dev = resolve_device(device)
@@ -87,8 +126,8 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
     return TorchPredictor(model=model, config=config, device=dev, size=size)
 
 
-def load_colorizer(url: str, device: str | None = "auto", size: int | None = None, refine: str = DEFAULT_REFINE
-                   ) -> Colorizer:
-    """A :class:`Colorizer` around the checkpoint at ``url`` (see :func:`load_predictor`), upsampling per
-    ``refine`` (see :mod:`semcolor.core.refine`)."""
-    return Colorizer(load_predictor(url, device, size), refine=refine)
+def load_colorizer(url: str, device: str | None = "auto", size: int | None = None, refine: str = DEFAULT_REFINE,
+                   backend: str = "torch", threads: int | None = None) -> Colorizer:
+    """A :class:`Colorizer` around the model at ``url`` (see :func:`load_predictor` for ``backend`` and
+    ``threads``), upsampling per ``refine`` (see :mod:`semcolor.core.refine`)."""
+    return Colorizer(load_predictor(url, device, size, backend, threads), refine=refine)

@@ -25,6 +25,7 @@ class ServiceSettings:
     torch_threads: int
     jpeg_quality: int
     refine: str
+    backend: str = "torch"  # torch | onnxruntime on CPU; a GPU replica always runs torch
 
 
 class ServeArgs(BaseModel):
@@ -51,7 +52,12 @@ class ServeArgs(BaseModel):
                             json_schema_extra={"flag": "--cpus-per-replica"})
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (fractions share a GPU)",
                             json_schema_extra={"flag": "--gpus-per-replica"})
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default max(1, num_cpus)")
+    torch_threads: int | None = Field(None, ge=1, description="model intra-op threads (torch or onnxruntime); "
+                                      "default max(1, num_cpus)")
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="inference backend of CPU replicas: torch, or onnxruntime (the checkpoint is exported "
+        "to ONNX and verified against torch once per node at replica start; a .onnx file from `semcolor export` is "
+        "taken as it is). GPU replicas always run torch")
     jpeg_quality: int = Field(90, ge=1, le=95, description="quality of JPEG answers (?format=jpeg)")
     refine: Literal["guided", "bilinear"] = Field(
         DEFAULT_REFINE, description="upsampling of colors and masks to the source's size: guided (by the "
@@ -73,6 +79,8 @@ class ServeArgs(BaseModel):
         if self.autoscaling_config is not None and "num_replicas" in self.model_fields_set \
                 and self.num_replicas != "auto":
             raise ValueError("give either num_replicas (fixed) or autoscaling_config, not both")
+        if self.checkpoint.rstrip("/").lower().endswith(".onnx") and self.backend != "onnxruntime":
+            raise ValueError(f"{self.checkpoint} is an ONNX graph: it runs with backend onnxruntime")
         if isinstance(self.num_replicas, int) and self.num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1 or 'auto'; got {self.num_replicas}")
         return self
@@ -90,6 +98,7 @@ class ServeArgs(BaseModel):
             torch_threads=self.torch_threads or max(1, int(self.num_cpus)),
             jpeg_quality=self.jpeg_quality,
             refine=self.refine,
+            backend=self.backend,
         )
 
     def deployment_options(self) -> dict[str, Any]:

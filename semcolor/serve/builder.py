@@ -96,9 +96,9 @@ def run_serve(args: argparse.Namespace) -> int:
         print("semcolor serve: --no-blocking needs a running Ray cluster (--address or RAY_ADDRESS); "
               "a local Ray started here would stop when this command exits", file=sys.stderr)
         return 2
-    from semcolor.model.checkpoint import load_config
+    from semcolor.model.inference import model_config_of
 
-    load_config(serve_args.checkpoint)  # a bad checkpoint fails here, in one line, before any replica starts
+    model_config_of(serve_args.checkpoint)  # a bad model fails here, in one line, before any replica starts
     started_ray = init_ray(args.address, args.num_cpus)
     require_shared_paths({"--checkpoint": serve_args.checkpoint}, args.shared_path)
     if args.blocking:  # after ray.init, which installs its own: `kill` = Ctrl-C while this command owns the app

@@ -207,7 +207,7 @@ class SemcolorService:
         self._cpu_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="semcolor-cpu",
                                             initializer=torch.set_num_threads, initargs=(1,))
         self.colorizer = load_colorizer(settings.checkpoint, device=settings.device, size=settings.size,
-                                        refine=settings.refine)
+                                        refine=settings.refine, backend=settings.backend, threads=self.model_threads)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()

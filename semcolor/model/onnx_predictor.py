@@ -1,0 +1,144 @@
+"""The model on onnxruntime (CPU): the same :class:`semcolor.core.colorizer.Predictor` as the torch one, from an
+ONNX file written by :mod:`semcolor.model.export` (``semcolor export``).
+
+The graph takes ``l8`` uint8 (N, H, W) (L * 255/100, as :meth:`Colorizer.prepare` gives it) and ``vividness``
+float32 (N,), and returns ``ab8`` int8 (N, 2, H, W) LAB units and ``fg8`` uint8 (N, H, W): exactly
+:meth:`semcolor.model.inference.TorchPredictor.predict`, decoding included. The model config travels in the file's
+metadata (:data:`META_CONFIG`), so an ``.onnx`` file alone is a complete model. No torch is needed here to run one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semcolor.core import storage
+from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
+
+ONNX_SUFFIX = ".onnx"
+INPUTS = ("l8", "vividness")
+OUTPUTS = ("ab8", "fg8")
+MIN_SIDE = 32
+"""Smallest height and width the graph takes (the model pads to a multiple of 32 by reflection)."""
+META_CONFIG = "semcolor.model_config"
+"""metadata_props key: the :class:`ModelConfig` as JSON (arch, n_classes, input_size, color_head, ...)."""
+META_FORMAT = "semcolor.onnx_format"
+"""metadata_props key: the version of the graph's contract (inputs, outputs, units) above."""
+ONNX_FORMAT = "1"
+META_VERSION = "semcolor.version"
+META_VERIFIED = "semcolor.verification"
+"""metadata_props key: JSON of the export's check against torch (tolerances, largest differences seen)."""
+
+
+def is_onnx(url: str) -> bool:
+    """True when ``url`` names an ONNX file (by its ``.onnx`` suffix) rather than a checkpoint directory."""
+    return url.rstrip("/").lower().endswith(ONNX_SUFFIX)
+
+
+def default_threads() -> int:
+    """This process's usable cores."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def make_session(model: bytes | str, threads: int | None = None):
+    """An onnxruntime CPU session over ONNX bytes or a local file: ``threads`` intra-op threads (default: this
+    process's cores), one inter-op thread, sequential execution, all graph optimizations, threads that do not
+    spin while idle (a loaded CPU node gives their cores to decode and encode work)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads or default_threads()))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: no warnings about unused initializers on every load
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def config_from_metadata(metadata: dict[str, str], source: str) -> ModelConfig:
+    """A graph's metadata_props -> its :class:`ModelConfig`; ValueError naming ``source`` when they are not a
+    semcolor export's."""
+    if META_CONFIG not in metadata:
+        raise ValueError(f"{source}: no {META_CONFIG!r} in the ONNX metadata; export it with `semcolor export`")
+    if metadata.get(META_FORMAT) != ONNX_FORMAT:
+        raise ValueError(f"{source}: ONNX graph format {metadata.get(META_FORMAT)!r}, this semcolor reads "
+                         f"{ONNX_FORMAT!r}; export it again with this semcolor")
+    try:
+        return ModelConfig.from_dict(json.loads(metadata[META_CONFIG]))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{source}: bad {META_CONFIG} in the ONNX metadata ({e})") from e
+
+
+def read_onnx_config(url: str) -> ModelConfig:
+    """The :class:`ModelConfig` stored in the ONNX file at ``url`` (any storage URL)."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(storage.read_bytes(url))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ValueError(f"{url}: not an ONNX model ({type(e).__name__}: {e})") from e
+    return config_from_metadata({p.key: p.value for p in proto.metadata_props}, url)
+
+
+@dataclass
+class OnnxPredictor:
+    """A semcolor ONNX graph on onnxruntime's CPU provider, predicting at one resolution."""
+
+    session: Any
+    """onnxruntime.InferenceSession."""
+    config: ModelConfig
+    size: int
+    threads: int
+    source: str
+    """Where the graph came from (the .onnx URL, or the cached export of a checkpoint)."""
+
+    @property
+    def n_classes(self) -> int:
+        return self.config.n_classes
+
+    def predict(self, l8_small: np.ndarray, vividness: float | np.ndarray = DEFAULT_VIVIDNESS
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)); ``vividness`` in
+        [0, 1], one value or one per image (B,)."""
+        l8 = np.ascontiguousarray(l8_small, dtype=np.uint8)
+        if l8.ndim != 3 or min(l8.shape[1:]) < MIN_SIDE:
+            raise ValueError(f"l8_small must be uint8 (B, H, W) with H, W >= {MIN_SIDE}; got {l8.shape}")
+        v = np.ascontiguousarray(np.broadcast_to(np.asarray(vividness, dtype=np.float32), (len(l8),)))
+        ab8, fg8 = self.session.run(list(OUTPUTS), {"l8": l8, "vividness": v})
+        return ab8, fg8
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.config.arch, "n_classes": self.config.n_classes, "size": self.size,
+                "color_head": self.config.color_head, "seg_to_color": self.config.seg_to_color,
+                "backend": "onnxruntime", "device": "cpu", "threads": self.threads, "onnx": self.source}
+
+
+def load_onnx_predictor(url: str, size: int | None = None, threads: int | None = None,
+                        cache_dir: str | None = None) -> OnnxPredictor:
+    """An :class:`OnnxPredictor` for ``url``: a ``.onnx`` file from ``semcolor export``, or a checkpoint
+    directory, exported (and verified against torch) once into ``cache_dir`` (see
+    :func:`semcolor.model.export.cached_export`). ``size``: default the model's input size; ``threads``:
+    onnxruntime intra-op threads, default this process's cores."""
+    source = url
+    if not is_onnx(url):
+        from semcolor.model.export import cached_export
+
+        source = cached_export(url, cache_dir)
+    data = storage.read_bytes(source)
+    threads = max(1, int(threads or default_threads()))
+    try:
+        session = make_session(data, threads)
+    except Exception as e:  # onnxruntime's InvalidProtobuf / Fail
+        raise ValueError(f"{source}: onnxruntime cannot load it ({type(e).__name__}: {e})") from e
+    config = config_from_metadata(session.get_modelmeta().custom_metadata_map, source)
+    size = int(size or config.input_size)
+    if size < MIN_SIDE:
+        raise ValueError(f"model size must be >= {MIN_SIDE} pixels; got {size}")
+    return OnnxPredictor(session=session, config=config, size=size, threads=threads, source=source)
