@@ -173,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"[quality] row {row.name}: {row.description}", flush=True)
             rows.extend(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit))
             print_table([{k: v for k, v in r.items() if k != "detail"} for r in rows])
+            _write(args, root, rows)  # after every row: a long run stopped midway keeps what it measured
+    return 0
+
+
+def _write(args: argparse.Namespace, root: Path, rows: list[dict[str, Any]]) -> None:
+    """The frontier of the rows so far, and ``OUT/quality.json``."""
     frontiers = {}
     for row in ROWS:
         points = [(r["detail"]["vividness"], r["colorfulness_ratio"], r["psnr_minus_gray"]) for r in rows
@@ -189,4 +195,3 @@ def run(args: argparse.Namespace) -> int:
         "rows": rows,
         "frontier": {"colorfulness_ratio": FRONTIER_COLORFULNESS, "by_row": frontiers},
     })
-    return 0
