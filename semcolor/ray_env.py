@@ -136,6 +136,44 @@ def require_shared_paths(paths: dict[str, str | None], shared_path: bool) -> Non
                      "(NFS and the like)")
 
 
+GPU_PREFLIGHT_TIMEOUT_S = 300.0
+"""How long :func:`require_cuda_where_gpus` waits for a node with the GPUs asked for (an autoscaler may add one)."""
+
+
+def cuda_problem(option: str) -> str | None:
+    """In a Ray worker given GPUs for ``option``: None when CUDA works here, else why not, naming this node."""
+    import ray
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    node = ray.get_runtime_context().get_node_id()
+    why = ("this torch is built without CUDA" if torch.version.cuda is None
+           else "torch finds no usable CUDA device (no driver, or the GPU is hidden)")
+    return (f"{option}: Ray placed this work on node {ray.util.get_node_ip_address()} ({node[:12]}), which declares "
+            f"GPU(s) {ray.get_gpu_ids()}, but CUDA is not usable there: {why} (torch {torch.__version__}); run it "
+            f"on a node with a working GPU, or set {option} 0 for CPU")
+
+
+def require_cuda_where_gpus(option: str, num_gpus: float, timeout_s: float = GPU_PREFLIGHT_TIMEOUT_S) -> None:
+    """Before a job places work with ``num_gpus`` GPUs (``option``, e.g. ``--gpus-per-actor``): one task with the
+    same GPU request checks that CUDA works on the node Ray picks, so a node that declares a GPU it cannot use
+    fails here in one line naming the node and the option, not deep inside torch. No-op for ``num_gpus`` 0."""
+    import ray
+
+    if num_gpus <= 0:
+        return
+    probe = ray.remote(num_gpus=num_gpus, num_cpus=0)(cuda_problem).remote(option)
+    ready, _ = ray.wait([probe], timeout=timeout_s)
+    if not ready:
+        ray.cancel(probe, force=True)
+        raise ValueError(f"{option} {num_gpus:g}: no node of this Ray cluster offered {num_gpus:g} GPU(s) within "
+                         f"{timeout_s:.0f} s; add GPU nodes or set {option} 0")
+    problem = ray.get(probe)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def storage_env(urls: list[str | None]) -> dict[str, str]:
     """The driver's AWS_* variables when any URL is s3://, for Ray workers started before they were set
     (pass as ``runtime_env={"env_vars": ...}``); empty otherwise."""

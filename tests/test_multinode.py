@@ -220,3 +220,44 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
         assert h["step"] - (history[h["epoch"] - 1]["step"] if h["epoch"] else 0) == spe, (h["epoch"], sizes)
         expected = 1e-3 * w / 3 * lr_factor((h["epoch"] + 1) * spe, spe, epochs * spe, 0.02)
         assert h["lr"] == pytest.approx(expected, rel=1e-9), (h["epoch"], sizes)
+
+
+@pytest.fixture
+def fake_gpu_cluster():
+    """A head without GPUs and a node that declares one GPU (this machine has none); -> (cluster, GPU node)."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        gpu_node = c.add_node(num_cpus=1, num_gpus=1)
+        c.wait_for_nodes()
+        yield c, gpu_node
+    finally:
+        c.shutdown()
+
+
+def test_gpu_options_place_work_on_the_gpu_node_and_say_when_cuda_is_not_there(fake_gpu_cluster, tmp_path):
+    """--gpus-per-actor, --gpus-per-worker and --gpus-per-replica put their work on the node that declares a GPU;
+    with no CUDA there each command ends in one line naming the option and that node."""
+    c, gpu_node = fake_gpu_cluster
+    torch.manual_seed(0)
+    config = ModelConfig(arch="unet", input_size=64)
+    ckpt = checkpoint.save(build_model(config), config, str(tmp_path / "model"))
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (40, 30), (90, 120, 60)).save(tmp_path / "src" / "a.png")
+    commands = {
+        "--gpus-per-actor": ["colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
+                             "--gpus-per-actor", "1"],
+        "--gpus-per-worker": ["train", "--storage", str(tmp_path / "runs"), "--synth-n", "16", "--size", "32",
+                              "--epochs", "1", "--workers", "1", "--gpus-per-worker", "1"],
+        "--gpus-per-replica": ["serve", "--checkpoint", ckpt, "--gpus-per-replica", "1", "--no-blocking",
+                               "--port", "0"],
+    }
+    for option, args in commands.items():
+        proc = _semcolor(*args, "--address", c.address, "--shared-path")
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (option, out[-2000:], err[-3000:])
+        lines = [line for line in err.splitlines() if "CUDA is not usable" in line]
+        assert len(lines) == 1, (option, err[-3000:])
+        assert option in lines[0] and gpu_node.node_id[:12] in lines[0], lines[0]
+        assert "Traceback" not in err, err[-3000:]

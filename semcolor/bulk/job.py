@@ -54,7 +54,12 @@ from semcolor.model.config import (
 )
 from semcolor.model.onnx_predictor import is_onnx
 from semcolor.options import config_from_args, option, parse_count_range
-from semcolor.ray_env import init_ray, require_shared_paths, storage_env
+from semcolor.ray_env import (
+    init_ray,
+    require_cuda_where_gpus,
+    require_shared_paths,
+    storage_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +403,7 @@ def run_colorize(args: argparse.Namespace) -> int:
     model_config_of(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"SRC": config.src, "DST": config.dst, "--checkpoint": config.checkpoint}, args.shared_path)
+    require_cuda_where_gpus("--gpus-per-actor", config.gpus_per_actor)
     summary = run_job(config)
     for key, kind, reason in summary.failure_examples:
         print(f"failed {key} ({kind}): {reason}", file=sys.stderr)

@@ -121,6 +121,12 @@ class ColorizeActor:
 
         from semcolor.model.inference import load_colorizer, make_deterministic
 
+        if device == "cuda":  # a node can declare a GPU it cannot use: say so here, not deep in torch
+            from semcolor.ray_env import cuda_problem
+
+            problem = cuda_problem("--gpus-per-actor")
+            if problem:
+                raise RuntimeError(problem)
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         make_deterministic()

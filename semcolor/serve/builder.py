@@ -24,7 +24,7 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from semcolor.ray_env import init_ray, require_shared_paths
+from semcolor.ray_env import init_ray, require_cuda_where_gpus, require_shared_paths
 from semcolor.serve.args import ServeArgs
 from semcolor.serve.replica import SemcolorService
 
@@ -101,6 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
     model_config_of(serve_args.checkpoint)  # a bad model fails here, in one line, before any replica starts
     started_ray = init_ray(args.address, args.num_cpus)
     require_shared_paths({"--checkpoint": serve_args.checkpoint}, args.shared_path)
+    require_cuda_where_gpus("--gpus-per-replica", serve_args.num_gpus)
     if args.blocking:  # after ray.init, which installs its own: `kill` = Ctrl-C while this command owns the app
         signal.signal(signal.SIGTERM, _interrupt)
     try:

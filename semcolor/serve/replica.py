@@ -195,6 +195,12 @@ class SemcolorService:
 
     def __init__(self, settings: ServiceSettings) -> None:
         if settings.device.startswith("cuda") and not torch.cuda.is_available():
+            import ray
+
+            if ray.get_gpu_ids():  # Ray gave it a GPU its node cannot run
+                from semcolor.ray_env import cuda_problem
+
+                raise RuntimeError(cuda_problem("--gpus-per-replica"))
             raise RuntimeError(f"device={settings.device!r} but this replica sees no GPU; give it one with "
                                "num_gpus (builder args) or ray_actor_options.num_gpus (config file)")
         self.settings = settings

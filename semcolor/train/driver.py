@@ -29,7 +29,12 @@ from typing import Any
 from semcolor.core import storage
 from semcolor.model.metrics import json_safe
 from semcolor.options import config_from_args
-from semcolor.ray_env import init_ray, require_shared_paths, storage_env
+from semcolor.ray_env import (
+    init_ray,
+    require_cuda_where_gpus,
+    require_shared_paths,
+    storage_env,
+)
 from semcolor.train.config import TrainConfig
 from semcolor.train.loop import STATE_NAME, train_loop_per_worker
 
@@ -285,6 +290,7 @@ def run_train(args: argparse.Namespace) -> int:
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"--images": config.images, "--masks": config.masks, "--manifest": config.manifest,
                           "--storage": config.storage}, args.shared_path)
+    require_cuda_where_gpus("--gpus-per-worker", config.gpus_per_worker)
     result = fit(config)
     print(result.summary, flush=True)
     return 0
