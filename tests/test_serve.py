@@ -295,7 +295,10 @@ def test_vividness_is_per_request_deterministic_and_range_checked(client):
             assert r.status_code == 422 and "[0.0, 1.0]" in r.json()["detail"], r.text
         r = client.post(f"{route}?vividness=vivid", content=body)
         assert r.status_code == 422 and "vividness" in r.json()["detail"]
-    assert client.get("/healthz").json()["vividness"] == {"default": 0.5, "range": [0.0, 1.0], "applies": True}
+    from semcolor.model.config import DEFAULT_VIVIDNESS
+
+    assert client.get("/healthz").json()["vividness"] == {"default": DEFAULT_VIVIDNESS, "range": [0.0, 1.0],
+                                                          "applies": True}
 
 
 @pytest.mark.ray

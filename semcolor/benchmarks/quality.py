@@ -14,7 +14,8 @@ Columns: mIoU, pixel accuracy, PSNR, SSIM, colorfulness / truth, PSNR - gray (dB
 The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULNESS`, interpolated linearly
 along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
-``OUT/quality-ROW-grid.png``. ``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
+``OUT/quality-ROW-grid.png``. With ``--work`` kept from an earlier run, trained rows and evaluations found there
+(same checkpoint, vividness and upsampling) are reused, not redone. ``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
 """
 
 from __future__ import annotations
@@ -107,6 +108,22 @@ def _trained_run(work: str, row: Row) -> tuple[str, int, float, Any] | None:
     return None
 
 
+def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: str, grid: bool,
+               limit: int | None) -> dict[str, Any] | None:
+    """The metrics of an evaluation already made in ``eval_dir`` (``--work`` kept from an earlier run) of the same
+    checkpoint, vividness (None: a regression model), upsampling and limit, with its grid when one is wanted;
+    else None."""
+    import json
+
+    url = storage.join(eval_dir, "metrics.json")
+    if limit is not None or not storage.exists(url) or (grid and not storage.exists(storage.join(eval_dir, "grid.png"))):
+        return None
+    m = json.loads(storage.read_text(url))
+    same = (m.get("checkpoint") == checkpoint and m.get("refine") == refine
+            and (vividness is None or m.get("vividness") == vividness))
+    return m if same else None
+
+
 def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None) -> list[dict[str, Any]]:
     """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
     every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
@@ -138,9 +155,13 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     for vividness, refine in settings:
         eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}")
         grid_rows = 8 if vividness in (None, DEFAULT_VIVIDNESS) and refine == DEFAULT_REFINE else 0
-        m = evaluate(best, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION,
-                     limit=limit, grid_rows=grid_rows, vividness=DEFAULT_VIVIDNESS if vividness is None else vividness,
-                     refine=refine)
+        m = _evaluated(eval_dir, best, vividness, refine, grid_rows > 0, limit)
+        if m is None:
+            m = evaluate(best, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION, limit=limit,
+                         grid_rows=grid_rows, vividness=DEFAULT_VIVIDNESS if vividness is None else vividness,
+                         refine=refine)
+        else:
+            print(f"[quality] row {row.name}: reusing the evaluation in {eval_dir}", flush=True)
         figures = _figures(row.name, vividness, refine, m)
         if grid_rows:
             grid = storage.join(out, f"quality-{row.name}-grid.png")
