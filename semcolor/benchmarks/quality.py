@@ -133,7 +133,7 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     from semcolor.train.driver import fit
 
     config = TrainConfig(images=images, masks=masks, arch="unet", size=SIZE, epochs=EPOCHS, batch_size=BATCH,
-                         lr=LR, workers=2, val_fraction=VAL_FRACTION, storage=storage.join(work, "runs"),
+                         lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION, storage=storage.join(work, "runs"),
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **row.train)
     done = _trained_run(work, row)
     if done is None:
