@@ -9,6 +9,7 @@ for their local paths (the flag a cluster with NFS would use).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -34,10 +35,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def cluster(s3_server):
-    """A head (1 CPU) and two worker nodes (1 CPU each); -> (cluster, [worker nodes]). AWS_* are set first (the
-    s3_server fixture), so every node's processes find the S3 endpoint."""
+@contextlib.contextmanager
+def _cluster(*worker_nodes: dict):
+    """A head (1 CPU) and one worker node per dict of ``add_node`` arguments; -> (cluster, [worker nodes]),
+    shut down (its processes, by pid) afterwards."""
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, connect=False, head_node_args={
@@ -45,11 +46,19 @@ def cluster(s3_server):
         # a lost node is declared dead after ~3 s of failed health checks (default ~15 s)
         "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
     try:
-        workers = [c.add_node(num_cpus=1) for _ in range(2)]
+        workers = [c.add_node(**args) for args in worker_nodes]
         c.wait_for_nodes()
         yield c, workers
     finally:
         c.shutdown()
+
+
+@pytest.fixture
+def cluster(s3_server):
+    """A head and two worker nodes of 1 CPU each. AWS_* are set first (the s3_server fixture), so every node's
+    processes find the S3 endpoint."""
+    with _cluster({"num_cpus": 1}, {"num_cpus": 1}) as made:
+        yield made
 
 
 def _alive_nodes(address: str) -> int:
@@ -225,15 +234,8 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
 @pytest.fixture
 def fake_gpu_cluster():
     """A head without GPUs and a node that declares one GPU (this machine has none); -> (cluster, GPU node)."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        gpu_node = c.add_node(num_cpus=1, num_gpus=1)
-        c.wait_for_nodes()
-        yield c, gpu_node
-    finally:
-        c.shutdown()
+    with _cluster({"num_cpus": 1, "num_gpus": 1}) as (c, workers):
+        yield c, workers[0]
 
 
 def test_gpu_options_place_work_on_the_gpu_node_and_say_when_cuda_is_not_there(fake_gpu_cluster, tmp_path):

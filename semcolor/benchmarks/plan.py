@@ -12,7 +12,8 @@ process (the driver as a user starts it), peak memory = that process's maximum r
   (what many runs leave), planning again; then ``rerun_plan_compacted``: the same after
   :func:`semcolor.bulk.records.compact_records` (its own time is ``compact``).
 
-``--rows plan,rerun`` skips the job start. Targets (issue 13): planning 1 M keys <= 60 s and <= 2 GB; the rerun's planning over 1 M records <= 60 s.
+``--rows plan,rerun`` skips the job start. Targets (issue 13): planning 1 M keys <= 60 s and <= 2 GB; the rerun's
+planning over 1 M records <= 60 s.
 Prints a table, writes ``OUT/plan.json``.
 """
 

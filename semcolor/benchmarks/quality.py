@@ -2,9 +2,9 @@
 
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
-with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, global
-batch 2 x :data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock
-budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
+with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, 2 workers
+x 1 CPU, global batch 2 x :data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed
+amount of work, not a wall-clock budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
 checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it. A bins-head row
 is measured at each vividness of :data:`VIVIDNESS` (inference rows of one trained model), with the default
 guided upsampling; every trained row is measured once more with bilinear upsampling (``refine=bilinear``, same
@@ -15,7 +15,8 @@ The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULN
 along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
 ``OUT/quality-ROW-grid.png``. With ``--work`` kept from an earlier run, trained rows and evaluations found there
-(same checkpoint, vividness and upsampling) are reused, not redone. ``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
+(same checkpoint, vividness and upsampling) are reused, not redone. ``--limit N`` keeps the first N pairs (a smoke
+run; the figures then mean nothing).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     from semcolor.train.driver import fit
 
     config = TrainConfig(images=images, masks=masks, arch="unet", size=SIZE, epochs=EPOCHS, batch_size=BATCH,
-                         lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION, storage=storage.join(work, "runs"),
+                         lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION,
+                         storage=storage.join(work, "runs"),
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **row.train)
     done = _trained_run(work, row)
     if done is None:

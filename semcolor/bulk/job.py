@@ -46,13 +46,8 @@ from semcolor.core.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, OK
 from semcolor.core.encode import check_quality, extension_of
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
-from semcolor.model.config import (
-    BACKENDS,
-    backend_option,
-    check_vividness,
-    vividness_option,
-)
-from semcolor.model.onnx_predictor import is_onnx
+from semcolor.model.config import backend_option, check_vividness, vividness_option
+from semcolor.model.onnx_predictor import check_backend
 from semcolor.options import config_from_args, option, parse_count_range
 from semcolor.ray_env import (
     init_ray,
@@ -101,10 +96,7 @@ class ColorizeConfig:
         extension_of(self.format)
         parse_actors(self.actors)
         check_vividness(self.vividness)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Wrong backend {self.backend!r}; supported: {list(BACKENDS)}")
-        if is_onnx(self.checkpoint) and self.backend != "onnxruntime":
-            raise ValueError(f"{self.checkpoint} is an ONNX graph: it runs with --backend onnxruntime")
+        check_backend(self.backend, self.checkpoint)
         check_refine(self.refine)
         check_quality(self.quality)
         if self.batch_size < 1 or self.max_pixels < 1 or self.io_threads < 1:

@@ -24,7 +24,7 @@ HIST_BATCH = 64
 def batch_ab_histogram(batch: dict[str, np.ndarray], bins: np.ndarray, grid: float = color_bins.GRID
                        ) -> dict[str, np.ndarray]:
     """Ray Data UDF: ``rgb`` uint8 (N, H, W, 3) -> ``counts`` int64 (1, Q): pixels per bin (cell of ``bins``)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(batch["rgb"]))
+    rgb = torch.from_numpy(np.array(batch["rgb"]))  # a writable copy: torch warns on read-only arrays
     ab = color.rgb_to_lab(color.uint8_to_float(rgb))[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)
     centres = torch.as_tensor(np.array(bins))  # a writable copy of the read-only argument
     idx = color_bins.quantize(ab, centres, grid)

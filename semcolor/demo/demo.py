@@ -173,7 +173,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[demo] {settings.synth_n} synthetic pairs ({settings.synth_size} px) -> {synth}", flush=True)
 
     config = TrainConfig(images=str(synth / "images"), masks=str(synth / "masks"), size=settings.synth_size,
-                         epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, workers=2, cpus_per_worker=1.0,
+                         epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, workers=2,
+                         cpus_per_worker=1.0,
                          storage=str(out / "runs"), name="demo", warmup_epochs=min(1.0, settings.epochs / 4),
                          augment=False)  # the world has no scale variation to learn: a short run learns faster without
     result = fit(config)

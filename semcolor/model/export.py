@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from semcolor import __version__
 from semcolor.core import storage
 from semcolor.model.config import ModelConfig
+from semcolor.model.inference import l8_to_input, load_torch_predictor, quantize_outputs
 from semcolor.model.onnx_predictor import (
     INPUTS,
     META_CONFIG,
@@ -76,15 +77,10 @@ class PredictGraph(nn.Module):
         self.n_classes = n_classes
 
     def forward(self, l8: Tensor, vividness: Tensor) -> tuple[Tensor, Tensor]:
-        x = (l8.float() / 255.0)[:, None]  # L / 100 in [0, 1]
+        x = l8_to_input(l8)
         seg, raw = self.model(x)
-        ab = self.model.decode_ab(raw.float(), x.shape[-2], x.shape[-1], vividness)
-        ab8 = ab.round().clamp(-127, 127).to(torch.int8)
-        if self.n_classes == 2:
-            fg8 = (seg.float().softmax(dim=1)[:, 1] * 255.0).round().to(torch.uint8)
-        else:
-            fg8 = seg.argmax(dim=1).to(torch.uint8)
-        return ab8, fg8
+        return quantize_outputs(seg, self.model.decode_ab(raw.float(), x.shape[-2], x.shape[-1], vividness),
+                                self.n_classes)
 
 
 def to_onnx(model: nn.Module, config: ModelConfig):
@@ -237,8 +233,6 @@ class ExportReport:
 def export_checkpoint(checkpoint: str, out: str, threads: int | None = None) -> ExportReport:
     """Export the checkpoint at ``checkpoint`` to the ONNX file ``out`` (any storage URL, ``.onnx``), verified
     against torch first: :class:`ExportError` (and nothing written) when they disagree."""
-    from semcolor.model.inference import load_torch_predictor
-
     if not is_onnx(out):
         raise ValueError(f"--out must end with .onnx (how a model URL names a graph, not a checkpoint folder); "
                          f"got {out}")

@@ -15,7 +15,7 @@ import torch
 
 from semcolor.core.colorizer import Colorizer, Predictor
 from semcolor.core.refine import DEFAULT_REFINE
-from semcolor.model.config import BACKENDS, DEFAULT_VIVIDNESS, ModelConfig
+from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
 from semcolor.model.network import SegColorModel
 
 
@@ -31,6 +31,23 @@ def make_deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+
+
+def l8_to_input(l8: torch.Tensor) -> torch.Tensor:
+    """l8 uint8 (B, H, W) = L x 255/100 -> the model's input float (B, 1, H, W) = L / 100 in [0, 1]."""
+    return (l8.float() / 255.0)[:, None]
+
+
+def quantize_outputs(seg: torch.Tensor, ab: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segmentation logits (B, C, H, W) and AB (B, 2, H, W) in LAB units -> (ab8 int8 (B, 2, H, W), fg8 uint8
+    (B, H, W): foreground probability x 255 with 2 classes, else the class id). What a predictor returns, in
+    torch and in the exported ONNX graph alike."""
+    ab8 = ab.round().clamp(-127, 127).to(torch.int8)
+    if n_classes == 2:
+        fg8 = (seg.float().softmax(dim=1)[:, 1] * 255.0).round().to(torch.uint8)
+    else:
+        fg8 = seg.argmax(dim=1).to(torch.uint8)
+    return ab8, fg8
 
 
 @dataclass
@@ -51,8 +68,7 @@ class TorchPredictor:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)); ``vividness`` in
         [0, 1], one value or one per image (B,)."""
-        x = torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True)
-        x = (x.float() / 255.0)[:, None]  # L / 100 in [0, 1]
+        x = l8_to_input(torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True))
         v = torch.as_tensor(vividness, dtype=torch.float32, device=self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -60,12 +76,7 @@ class TorchPredictor:
                 seg, raw = self.model(x)
         else:
             seg, raw = self.model(x)
-        ab = self.model.decode_ab(raw.float(), *x.shape[-2:], v)
-        ab8 = ab.round().clamp(-127, 127).to(torch.int8)
-        if self.config.n_classes == 2:
-            fg8 = (seg.float().softmax(dim=1)[:, 1] * 255.0).round().to(torch.uint8)
-        else:
-            fg8 = seg.argmax(dim=1).to(torch.uint8)
+        ab8, fg8 = quantize_outputs(seg, self.model.decode_ab(raw.float(), *x.shape[-2:], v), self.config.n_classes)
         return ab8.cpu().numpy(), fg8.cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
@@ -77,8 +88,9 @@ class TorchPredictor:
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend this node runs: torch on CUDA whatever was asked (bf16 autocast beats onnxruntime's CPU
     provider there), else ``backend`` (one of :data:`semcolor.model.config.BACKENDS`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"Wrong backend {backend!r}; supported: {list(BACKENDS)}")
+    from semcolor.model.onnx_predictor import check_backend
+
+    check_backend(backend)
     return "torch" if device.type == "cuda" else backend
 
 
@@ -102,11 +114,14 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
     and verified once into the local cache, see :func:`semcolor.model.export.cached_export`). ``threads``:
     onnxruntime's intra-op threads (torch's are the caller's ``torch.set_num_threads``).
     """
-    from semcolor.model.onnx_predictor import is_onnx, load_onnx_predictor
+    from semcolor.model.onnx_predictor import (
+        check_backend,
+        is_onnx,
+        load_onnx_predictor,
+    )
 
-    if resolve_backend(backend, resolve_device(device)) == "onnxruntime" or is_onnx(url):
-        if backend != "onnxruntime":
-            raise ValueError(f"{url} is an ONNX graph: it runs with backend onnxruntime (on CPU), not {backend}")
+    check_backend(backend, url)
+    if is_onnx(url) or resolve_backend(backend, resolve_device(device)) == "onnxruntime":
         return load_onnx_predictor(url, size=size, threads=threads)  # a .onnx file runs there even on a GPU node
     return load_torch_predictor(url, device, size)
 

@@ -39,6 +39,18 @@ def is_onnx(url: str) -> bool:
     return url.rstrip("/").lower().endswith(ONNX_SUFFIX)
 
 
+def check_backend(backend: str, url: str | None = None) -> str:
+    """``backend`` when it is one of :data:`semcolor.model.config.BACKENDS` and can run the model at ``url`` (an
+    ONNX graph runs on onnxruntime only); else ValueError saying why."""
+    from semcolor.model.config import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"Wrong backend {backend!r}; supported: {list(BACKENDS)}")
+    if url is not None and is_onnx(url) and backend != "onnxruntime":
+        raise ValueError(f"{url} is an ONNX graph: it runs with backend onnxruntime (on CPU), not {backend}")
+    return backend
+
+
 def default_threads() -> int:
     """This process's usable cores."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from semcolor.core.refine import DEFAULT_REFINE
+from semcolor.model.onnx_predictor import check_backend
 from semcolor.options import option
 
 
@@ -79,8 +80,7 @@ class ServeArgs(BaseModel):
         if self.autoscaling_config is not None and "num_replicas" in self.model_fields_set \
                 and self.num_replicas != "auto":
             raise ValueError("give either num_replicas (fixed) or autoscaling_config, not both")
-        if self.checkpoint.rstrip("/").lower().endswith(".onnx") and self.backend != "onnxruntime":
-            raise ValueError(f"{self.checkpoint} is an ONNX graph: it runs with backend onnxruntime")
+        check_backend(self.backend, self.checkpoint)
         if isinstance(self.num_replicas, int) and self.num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1 or 'auto'; got {self.num_replicas}")
         return self

@@ -107,7 +107,8 @@ class TrainConfig:
         if self.manifest is not None and self.images is not None:
             raise ValueError("give either manifest or images + masks, not both")
         self.workers = self._normalized_workers(self.workers)
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "size": self.size, "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "size": self.size,
+                    "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
         for key, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{key} must be positive; got {value}")
