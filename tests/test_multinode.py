@@ -53,12 +53,24 @@ def _cluster(*worker_nodes: dict):
         c.shutdown()
 
 
-@pytest.fixture
-def cluster(s3_server):
-    """A head and two worker nodes of 1 CPU each. AWS_* are set first (the s3_server fixture), so every node's
-    processes find the S3 endpoint."""
+@pytest.fixture(scope="module")
+def _module_cluster(s3_server):
+    """The module's head and worker nodes of 1 CPU each. AWS_* are set first (the s3_server fixture), so every
+    node's processes find the S3 endpoint."""
     with _cluster({"num_cpus": 1}, {"num_cpus": 1}) as made:
         yield made
+
+
+@pytest.fixture
+def cluster(_module_cluster):
+    """The module's cluster with two live worker nodes of 1 CPU each (nodes a test lost are replaced): one
+    cluster start for every test that needs it."""
+    c, workers = _module_cluster
+    workers[:] = [w for w in workers if w in c.worker_nodes]
+    while len(workers) < 2:
+        workers.append(c.add_node(num_cpus=1))
+    c.wait_for_nodes()
+    return c, workers
 
 
 def _alive_nodes(address: str) -> int:
@@ -107,12 +119,14 @@ def _node_hosting(nodes: list, title: str):
     return None
 
 
-def _lose_node(c, node) -> None:
+def _lose_node(c, node, proc: subprocess.Popen) -> None:
     """Take ``node`` away as a lost machine goes: its raylet and every worker process it started die at once
-    (by their pids; a raylet stopped alone can leave its workers running on, unseen by Ray, until they call it)."""
+    (by their pids; a raylet stopped alone can leave its workers running on, unseen by Ray, until they call it);
+    returns once the cluster lists it dead, while ``proc`` (a job on the cluster) still runs."""
     import psutil
     from ray._private import ray_constants
 
+    alive = _alive_nodes(c.address)
     raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
     children = raylet.children(recursive=True)
     c.remove_node(node, allow_graceful=False)
@@ -121,14 +135,14 @@ def _lose_node(c, node) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+    assert proc.poll() is None, "the job ended before the node was lost"
+    _wait_until(lambda: _alive_nodes(c.address) == alive - 1, 120, "the lost node gone from ray.nodes()", proc)
 
 
 def _lose_node_midway(c, node, proc: subprocess.Popen) -> tuple[str, str]:
     """Lose ``node`` while ``proc`` (a job on the cluster) runs, see it gone from ``ray.nodes()`` while the job still
     runs, and wait for the job to succeed; -> its (stdout, stderr)."""
-    _lose_node(c, node)
-    assert proc.poll() is None, "the job ended before the node was lost"
-    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    _lose_node(c, node, proc)
     still_running = proc.poll() is None
     out, err = proc.communicate(timeout=500)
     assert proc.returncode == 0, out[-2000:] + err[-4000:]
@@ -199,21 +213,21 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
     grows it back to 3, each time from the last checkpoint, and the run reaches its last epoch."""
     c, workers = cluster
     runs, name = tmp_path / "runs", "elastic"
-    epochs = 10
+    epochs = 9
     # Restarting after the loss, Ray Train first asks for the 3 workers the lost node's resources still seemed
     # to allow and gives that start up after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by default), then
-    # starts the 2 that fit: 30 s keeps the test short and still covers a start on a busy machine.
+    # starts the 2 that fit: 25 s keeps the test short and still covers a start on a busy machine. (The
+    # regression head skips the AB prior pass: elastic training does not depend on the head.)
     proc = _semcolor("train", "--address", c.address, "--storage", str(runs), "--name", name, "--synth-n", "36",
-                     "--size", "32", "--batch-size", "4", "--epochs", str(epochs), "--workers", "1:3",
+                     "--size", "32", "--color-head", "regression", "--batch-size", "4", "--epochs", str(epochs), "--workers", "1:3",
                      "--resize-interval", "2", "--cpus-per-worker", "1", "--max-failures", "3", "--keep", "1",
-                     "--no-augment", "--shared-path", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="30")
+                     "--no-augment", "--shared-path", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="25")
     run_dir = runs / name
     _wait_until(lambda: len(_last_epoch_workers(run_dir)) >= 2, 300, "two epochs", proc)
     assert _last_epoch_workers(run_dir)[0] == 3  # as many as the cluster holds, up to MAX
     lost = _node_hosting(workers, "RayTrainWorker")
     assert lost is not None, "no training worker on a worker node"
-    _lose_node(c, lost)
-    _wait_until(lambda: _alive_nodes(c.address) == 2, 120, "the lost node gone from ray.nodes()", proc)
+    _lose_node(c, lost, proc)
     _wait_until(lambda: 2 in _last_epoch_workers(run_dir), 300, "an epoch with 2 workers", proc)
     c.add_node(num_cpus=1)
     out, err = proc.communicate(timeout=600)
