@@ -15,7 +15,9 @@ The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULN
 along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
 ``OUT/quality-ROW-grid.png``. With ``--work`` kept from an earlier run, trained rows and evaluations found there
-(same checkpoint, vividness and upsampling) are reused, not redone. ``--limit N`` keeps the first N pairs (a smoke
+(same checkpoint, vividness and upsampling) are reused, not redone. With ``--rows``, the other rows of an
+``OUT/quality.json`` measured under the same protocol are kept in the table (one row can be added or redone
+without training the others again). ``--limit N`` keeps the first N pairs (a smoke
 run; the figures then mean nothing).
 """
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semcolor.benchmarks._report import print_table, write_result
+from semcolor.benchmarks._report import portable, print_table, write_result
 from semcolor.core import storage
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.model.config import DEFAULT_VIVIDNESS
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown quality rows {sorted(unknown)}; known: {[r.name for r in ROWS]}")
     init_ray(args.address, args.num_cpus)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = kept_rows(args.out, _protocol(args, root), wanted)
     with tempfile.TemporaryDirectory(prefix="semcolor-quality-") as tmp:  # runs and evaluations, unless --work
         work = getattr(args, "work", None) or tmp
         for row in ROWS:
@@ -195,9 +197,43 @@ def run(args: argparse.Namespace) -> int:
                 continue
             print(f"[quality] row {row.name}: {row.description}", flush=True)
             rows.extend(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit))
+            rows.sort(key=lambda r: [x.name for x in ROWS].index(_row_name(r)))
             print_table([{k: v for k, v in r.items() if k != "detail"} for r in rows])
             _write(args, root, rows)  # after every row: a long run stopped midway keeps what it measured
     return 0
+
+
+def _row_name(figures: dict[str, Any]) -> str:
+    """The trained row a line of the table belongs to ("bins v=0.45 bilinear" -> "bins")."""
+    return figures["row"].split(" ")[0]
+
+
+def _protocol(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """What every row of one table shares (compared before rows of an earlier table are kept)."""
+    return portable({"data": str(root), "val_fraction": VAL_FRACTION, "size": SIZE, "epochs": EPOCHS,
+                     "batch_per_worker": BATCH, "workers": 2, "lr": LR, "limit": args.limit,
+                     "vividness": list(VIVIDNESS), "default_vividness": DEFAULT_VIVIDNESS,
+                     "default_refine": DEFAULT_REFINE,
+                     "evaluation": "full resolution on the validation split; gray baseline = AB 0"})
+
+
+def kept_rows(out: str, protocol: dict[str, Any], rerun: list[str]) -> list[dict[str, Any]]:
+    """The lines of ``OUT/quality.json`` whose trained row is not in ``rerun``, if that table was measured under
+    ``protocol``; else none (a table never mixes protocols)."""
+    import json
+
+    url = storage.join(out, "quality.json")
+    if not storage.exists(url):
+        return []
+    earlier = json.loads(storage.read_text(url))
+    if earlier.get("protocol") != protocol:
+        print(f"[quality] {url} was measured under another protocol; its rows are not kept", flush=True)
+        return []
+    kept = [r for r in earlier["rows"] if _row_name(r) not in rerun]
+    if kept:
+        print(f"[quality] keeping {len(kept)} lines of {url} (rows {sorted({_row_name(r) for r in kept})})",
+              flush=True)
+    return kept
 
 
 def _write(args: argparse.Namespace, root: Path, rows: list[dict[str, Any]]) -> None:
@@ -210,11 +246,7 @@ def _write(args: argparse.Namespace, root: Path, rows: list[dict[str, Any]]) -> 
             frontiers[row.name] = frontier(points)
     print(f"frontier (PSNR - gray at colorfulness {FRONTIER_COLORFULNESS} of the truth): {frontiers}", flush=True)
     write_result(args.out, "quality", {
-        "protocol": {"data": str(root), "val_fraction": VAL_FRACTION, "size": SIZE, "epochs": EPOCHS,
-                     "batch_per_worker": BATCH, "workers": 2, "lr": LR, "limit": args.limit,
-                     "vividness": list(VIVIDNESS), "default_vividness": DEFAULT_VIVIDNESS,
-                     "default_refine": DEFAULT_REFINE,
-                     "evaluation": "full resolution on the validation split; gray baseline = AB 0"},
+        "protocol": _protocol(args, root),
         "rows": rows,
         "frontier": {"colorfulness_ratio": FRONTIER_COLORFULNESS, "by_row": frontiers},
     })
