@@ -70,3 +70,25 @@ def test_unknown_refine_and_mismatched_guide_are_refused():
         Colorizer(predictor=None, refine="nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not match"):
         refine.upsample(torch.zeros(2, 32, 32), np.zeros((50, 50), np.uint8), np.zeros((16, 16), np.uint8))
+
+
+def test_box_means_over_clipped_windows_match_average_pooling():
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 6, 33, 40)).astype(np.float32))
+    expected = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    torch.testing.assert_close(refine._box(x, 2), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3000 // 7, 4000 // 7), (20, 300), (100, 13)])
+@pytest.mark.parametrize("band_pixels", [1 << 18, 997])
+def test_bands_match_bilinear_interpolation_at_once(shape, band_pixels):
+    """Upscaling (runs of rows between two model rows) and downscaling (rows skipping model rows), in bands of any
+    size: the same values as F.interpolate, rows in order, each once."""
+    rng = np.random.default_rng(3)
+    maps = torch.from_numpy(rng.normal(0, 30, (3, 48, 48)).astype(np.float32))
+    l8 = rng.integers(0, 256, shape, dtype=np.uint8)
+    tops, bands = zip(*refine.upsample_bands(maps, l8, None, "bilinear", band_pixels))
+    assert list(tops) == list(np.cumsum([0] + [b.shape[1] for b in bands[:-1]]))
+    expected = torch.nn.functional.interpolate(maps[None], size=shape, mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(torch.cat(bands, dim=1), expected, rtol=1e-5, atol=1e-3)  # float rounding only
+    guided = torch.cat([b for _, b in refine.upsample_bands(maps, l8, None, "guided", band_pixels)], dim=1)
+    torch.testing.assert_close(guided, refine.upsample(maps, l8, None, "guided"), rtol=1e-5, atol=1e-3)

@@ -283,10 +283,10 @@ def _print_table(result: dict) -> None:
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
     print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} "
-          f"{'total s':>8} {'guided ms/MP':>13} {'bilinear ms/MP':>15}")
+          f"{'merge/decode':>12} {'total s':>8} {'guided ms/MP':>13} {'bilinear ms/MP':>15}")
     for r in result["resolution"]:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
-              f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['total_s']:>8.3f} "
+              f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['merge_s'] / r['decode_s']:>12.2f} {r['total_s']:>8.3f} "
               f"{1e3 * r['refine_guided_s'] / r['megapixels']:>13.1f} "
               f"{1e3 * r['refine_bilinear_s'] / r['megapixels']:>15.1f}")
 

@@ -19,10 +19,10 @@ from PIL import Image
 
 from semcolor.core import color
 from semcolor.core import refine as refine_maps
+from semcolor.core.lab_table import L8_SCALE, lab8_to_rgb
 from semcolor.core.refine import DEFAULT_REFINE
 
-L8_SCALE = 255.0 / 100.0
-MERGE_CHUNK_PIXELS = 1 << 20  # LAB->RGB in row bands of about 1 MP to bound memory on 12+ MP scans
+MERGE_CHUNK_PIXELS = 1 << 18  # upsampling and LAB->RGB in row bands of about 0.25 MP: bounded memory, warm caches
 
 
 def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,16 +91,13 @@ def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray 
 
     AB is upsampled to (H, W) (``refine``: guided by the full-resolution L, or bilinear; see
     :mod:`semcolor.core.refine`; ``l8_small`` is the model's input, recomputed when None) and merged band by band
-    with the full-resolution L.
+    with the full-resolution L through the LAB -> RGB table (:mod:`semcolor.core.lab_table`: chroma rounded to
+    whole LAB units).
     """
-    h, w = l8.shape
-    ab_full = refine_maps.upsample(torch.from_numpy(ab8.astype(np.float32)), l8, l8_small, refine)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    rows = max(1, MERGE_CHUNK_PIXELS // max(1, w))
-    for top in range(0, h, rows):
-        lightness = torch.from_numpy(l8[top:top + rows].astype(np.float32) / L8_SCALE)[None, None]
-        rgb = color.merge_l_ab(lightness, ab_full[None, :, top:top + rows])
-        out[top:top + rows] = color.float_to_uint8(rgb)[0].numpy()
+    out = np.empty((*l8.shape, 3), dtype=np.uint8)
+    ab = torch.from_numpy(ab8.astype(np.float32))
+    for top, band in refine_maps.upsample_bands(ab, l8, l8_small, refine, MERGE_CHUNK_PIXELS):
+        lab8_to_rgb(l8[top:top + band.shape[1]], band, out=out[top:top + band.shape[1]])
     return out
 
 
@@ -111,8 +108,10 @@ def mask_full_resolution(fg8: np.ndarray, l8: np.ndarray, n_classes: int, l8_sma
     height, width = l8.shape
     if n_classes == 2:
         prob = torch.from_numpy(fg8.astype(np.float32))[None]
-        up = refine_maps.upsample(prob, l8, l8_small, refine)[0]
-        return np.where(up.numpy() > 127.5, 255, 0).astype(np.uint8)
+        mask = np.empty((height, width), np.uint8)
+        for top, band in refine_maps.upsample_bands(prob, l8, l8_small, refine, MERGE_CHUNK_PIXELS):
+            mask[top:top + band.shape[1]] = (band[0] > 127.5).numpy().view(np.uint8) * np.uint8(255)
+        return mask
     return np.asarray(Image.fromarray(fg8, mode="L").resize((width, height), Image.Resampling.NEAREST))
 
 

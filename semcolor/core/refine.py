@@ -13,6 +13,7 @@ maps float32 tensors (C, S, S) -> (C, H, W).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,44 +46,101 @@ def check_refine(refine: str) -> str:
     return refine
 
 
+def _window_counts(n: int, radius: int) -> Tensor:
+    """Pixels per (2r + 1) window clipped to [0, n): float32 (n,)."""
+    i = torch.arange(n)
+    return ((i + radius).clamp_max(n - 1) - (i - radius).clamp_min(0) + 1).float()
+
+
 def _box(x: Tensor, radius: int) -> Tensor:
-    """Mean over (2r + 1)^2 windows of (1, C, S, S), windows clipped at the borders."""
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Mean over (2r + 1)^2 windows of (1, C, S, S), windows clipped at the borders (as ``avg_pool2d`` with
+    ``count_include_pad=False``): window sums over the zero-padded maps, column then row, over the clipped windows'
+    pixel counts."""
+    k = 2 * radius + 1
+    sums = F.pad(x, (radius,) * 4).unfold(2, k, 1).sum(-1).unfold(3, k, 1).sum(-1)
+    counts = _window_counts(x.shape[-2], radius)[:, None] * _window_counts(x.shape[-1], radius)[None, :]
+    return sums / counts
 
 
 def guided_slope(guide: Tensor, src: Tensor, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS) -> Tensor:
     """Guide (1, 1, S, S) and maps (1, C, S, S) -> the window-averaged slope A (1, C, S, S) of ``src ~ A * guide + b``
     fitted in every (2r + 1)^2 window (regularised by ``eps``)."""
-    mean_i = _box(guide, radius)
-    mean_p = _box(src, radius)
-    cov_ip = _box(guide * src, radius) - mean_i * mean_p
-    var_i = _box(guide * guide, radius) - mean_i * mean_i
+    c = src.shape[1]
+    means = _box(torch.cat([guide, src, guide * src, guide * guide], dim=1), radius)  # one pass for all four
+    mean_i, mean_p, mean_ip, mean_ii = means[:, :1], means[:, 1:1 + c], means[:, 1 + c:1 + 2 * c], means[:, -1:]
+    cov_ip = mean_ip - mean_i * mean_p
+    var_i = mean_ii - mean_i * mean_i
     return _box(cov_ip / (var_i.clamp_min(0.0) + eps), radius)
 
 
-def upsample(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE) -> Tensor:
-    """Model-size maps float32 (C, S, S) -> (C, H, W) at l8's size, bilinear or guided by the full-resolution L.
+def _rows_and_weights(height: int, size: int) -> tuple[np.ndarray, Tensor]:
+    """For each of ``height`` output rows, the first of the two model-size rows bilinear interpolation
+    (align_corners=False, as ``F.interpolate``) blends, and the second one's weight: y0 int64 (H,), w float32 (H,).
+    The second row is y0 + 1 (or y0 itself at the last row, where the weight meets a zero difference)."""
+    scale = size / height
+    src = ((torch.arange(height, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0.0)
+    y0 = src.floor().clamp_max(size - 1)
+    return y0.to(torch.int64).numpy(), src - y0
 
-    ``l8_small`` (S, S): the model's own input (recomputed from ``l8`` when None).
+
+def _bands(y0: np.ndarray, band_rows: int) -> Iterator[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Output rows in bands of about ``band_rows`` that end where a run of rows sharing y0 ends: (top, end,
+    [(y0, first row, end row) for each run in the band])."""
+    starts = np.flatnonzero(np.diff(y0, prepend=-1)).tolist() + [len(y0)]
+    runs = [(int(y0[a]), a, b) for a, b in zip(starts, starts[1:])]
+    top, band = 0, []
+    for run in runs:
+        band.append(run)
+        if run[2] - top >= band_rows or run is runs[-1]:
+            yield top, run[2], band
+            top, band = run[2], []
+
+
+def upsample_bands(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE,
+                   band_pixels: int = 1 << 18) -> Iterator[tuple[int, Tensor]]:
+    """Model-size maps float32 (C, S, S) -> bands (top row, (C, rows, W)) of the maps at l8's (H, W), bilinear or
+    guided by the full-resolution L, about ``band_pixels`` pixels per band (memory stays bounded on 12+ MP scans).
+
+    Bilinear interpolation is separable: the maps (with the guided filter's slope and the model-size L) are first
+    interpolated along rows to (S, W); then every run of output rows between the same two of those rows is one
+    broadcast multiply-add (row + weight * difference to the next row). ``l8_small`` (S, S): the model's own input
+    (recomputed from ``l8`` when None).
     """
     check_refine(refine)
     h, w = l8.shape
     src = maps.float()[None]
-    if refine == "bilinear":
-        return F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False)[0]
-    size = maps.shape[-1]
-    if l8_small is None:
-        from semcolor.core.colorizer import resize_l8
+    channels = src.shape[1]
+    if refine == "guided":
+        size = maps.shape[-1]
+        if l8_small is None:
+            from semcolor.core.colorizer import resize_l8
 
-        l8_small = resize_l8(l8, size)
-    if l8_small.shape != tuple(maps.shape[-2:]):
-        raise ValueError(f"l8_small {l8_small.shape} does not match the maps' size {tuple(maps.shape[-2:])}")
-    guide = torch.from_numpy(l8_small.astype(np.float32) / 255.0)[None, None]
-    slope = guided_slope(guide, src)
-    up = lambda x: F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[0]  # noqa: E731
-    detail = torch.from_numpy(l8).float().div_(255.0)[None]
-    detail -= up(guide)  # the lightness detail bilinear upsampling of the model's input loses: 0 where L is flat
-    out = up(slope)
-    out *= detail
-    out += up(src)
-    return out
+            l8_small = resize_l8(l8, size)
+        if l8_small.shape != tuple(maps.shape[-2:]):
+            raise ValueError(f"l8_small {l8_small.shape} does not match the maps' size {tuple(maps.shape[-2:])}")
+        guide = torch.from_numpy(l8_small.astype(np.float32) / 255.0)[None, None]
+        src = torch.cat([src, guided_slope(guide, src), guide], dim=1)  # maps, slopes, model-size L
+    wide = F.interpolate(src, size=(src.shape[-2], w), mode="bilinear", align_corners=False)[0]  # (C', S, W)
+    step = torch.zeros_like(wide)  # to the next model-size row; 0 after the last
+    torch.sub(wide[:, 1:], wide[:, :-1], out=step[:, :-1])
+    y0, weight = _rows_and_weights(h, src.shape[-2])
+    for top, end, runs in _bands(y0, max(1, band_pixels // max(1, w))):
+        up = torch.empty((wide.shape[0], end - top, w))
+        for row, first, stop in runs:
+            torch.addcmul(wide[:, row:row + 1], step[:, row:row + 1], weight[first:stop].view(1, -1, 1),
+                          out=up[:, first - top:stop - top])
+        if refine == "bilinear":
+            yield top, up
+            continue
+        # the lightness detail bilinear upsampling of the model's input loses (0 where L is flat), times the slope
+        detail = torch.from_numpy(l8[top:end]).float().div_(255.0).sub_(up[2 * channels])
+        yield top, torch.addcmul(up[:channels], up[channels:2 * channels], detail)
+
+
+def upsample(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE) -> Tensor:
+    """Model-size maps float32 (C, S, S) -> (C, H, W) at l8's size, bilinear or guided by the full-resolution L
+    (all bands of :func:`upsample_bands` at once).
+
+    ``l8_small`` (S, S): the model's own input (recomputed from ``l8`` when None).
+    """
+    return torch.cat([band for _, band in upsample_bands(maps, l8, l8_small, refine)], dim=1)
