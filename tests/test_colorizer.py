@@ -72,3 +72,10 @@ def test_colorizer_from_checkpoint_keeps_sizes(tmp_path, n_classes):
     assert fg8.shape == (3, 64, 64) and fg8.dtype == np.uint8
     with pytest.raises(ValueError, match=r"\(B, S, S\)"):
         colorizer.predict(np.zeros((64, 64), np.uint8))
+
+
+@pytest.mark.filterwarnings("error")
+def test_merge_and_mask_take_a_read_only_l8_as_the_bulk_stage_passes_it():
+    l8 = np.frombuffer(bytes(range(256)) * 12, np.uint8).reshape(48, 64)  # a view of bytes: read-only
+    assert merge_full_resolution(l8, np.zeros((2, 8, 8), np.int8)).shape == (48, 64, 3)
+    assert mask_full_resolution(np.zeros((8, 8), np.uint8), l8, n_classes=2).shape == (48, 64)

@@ -108,6 +108,14 @@ def _records(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{**defaults, **r} for r in rows], schema=RECORD_SCHEMA)
 
 
+def test_stage_tasks_fit_beside_the_model_actors():
+    from semcolor.bulk.job import stage_task_cpus
+
+    assert stage_task_cpus(8.0, 2.0) == 1.0
+    assert stage_task_cpus(1.0, 0.25) == 0.75  # a 1-CPU local Ray: a task still fits beside the actor
+    assert stage_task_cpus(1.0, 1.0) == 0.25  # actors told to take it all: tasks at the floor, not at 0
+
+
 def test_latest_ok_wins_and_errors_are_kept_until_ok():
     records = _records([
         {"key": "a", "status": "ok", "output": "o1", "finished_at": 1.0},

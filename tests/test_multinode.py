@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from PIL import Image
 
 from semcolor.bulk.records import ok_counts, read_records
@@ -246,6 +247,97 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
         assert h["step"] - (history[h["epoch"] - 1]["step"] if h["epoch"] else 0) == spe, (h["epoch"], sizes)
         expected = 1e-3 * w / 3 * lr_factor((h["epoch"] + 1) * spe, spe, epochs * spe, 0.02)
         assert h["lr"] == pytest.approx(expected, rel=1e-9), (h["epoch"], sizes)
+
+
+def _answering(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_keeps_answering_when_a_replica_node_is_lost(cluster, tmp_path):
+    """Two replicas on two nodes (1 CPU each) under load from 4 clients; the node of one replica is lost. Only
+    requests sent before the cluster declared the node dead may fail (those in flight on it, or routed to it in
+    the seconds before); every later one is answered. SIGTERM then takes the app off the cluster."""
+    import signal
+    import threading
+
+    import httpx
+
+    c, workers = cluster
+    torch.manual_seed(0)
+    config = ModelConfig(arch="unet", input_size=32)
+    ckpt = checkpoint.save(build_model(config), config, str(tmp_path / "model"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _semcolor("serve", "--checkpoint", ckpt, "--address", c.address, "--replicas", "2", "--port", str(port),
+                     "--proxy-location", "HeadOnly", "--shared-path")
+    try:
+        nodes = [c.head_node, *workers]
+        _wait_until(lambda: _answering(f"{base}/healthz")
+                    and len([n for n in nodes if _node_hosting([n], "ServeReplica")]) == 2, 240,
+                    "two replicas answering", proc)
+        lost = _node_hosting(workers, "ServeReplica")
+        assert lost is not None, "no replica on a worker node"
+
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48), dtype=np.uint8)).save(buf, "PNG")
+        results: list[tuple[float, float, int | str]] = []  # (sent, answered, HTTP status or error)
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                while not stop.is_set():
+                    sent = time.monotonic()
+                    try:
+                        status: int | str = http.post("/colorize", content=buf.getvalue(),
+                                                      headers={"content-type": "image/png"}).status_code
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    results.append((sent, time.monotonic(), status))
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        try:
+            time.sleep(3)
+            images_by_node: dict[str, int] = {}  # what each replica has answered so far (/stats: one replica's view)
+            for _ in range(40):
+                stats = httpx.get(f"{base}/stats", timeout=30).json()
+                images_by_node[stats["node_id"]] = stats["images"]
+                if len(images_by_node) == 2:
+                    break
+            assert images_by_node.get(lost.node_id, 0) > 0, images_by_node  # the replica we lose was serving
+            lost_at = time.monotonic()
+            _lose_node(c, lost, proc)
+            dead_at = time.monotonic()
+            time.sleep(6)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(timeout=90)
+        before = [r for r in results if r[1] < lost_at]
+        failed = [r for r in results if r[2] != 200]
+        after = [r for r in results if r[0] > dead_at]
+        print(f"serve node loss: {len(results)} requests, {len(before)} before the loss, {len(failed)} failed "
+              f"(statuses {sorted({str(r[2]) for r in failed})}), {len(after)} sent after the node was declared "
+              f"dead ({dead_at - lost_at:.1f} s after the loss)")
+        assert before and all(r[2] == 200 for r in before)
+        assert all(r[0] < dead_at for r in failed), failed  # only requests sent before the node was declared dead
+        assert after and all(r[2] == 200 for r in after), after  # the other replica answers everything later
+
+        sigterm = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # a process manager's stop: the app leaves the cluster
+        out, err = proc.communicate(timeout=60)
+        print(f"serve on a cluster stopped {time.monotonic() - sigterm:.1f} s after SIGTERM")
+        assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 404  # Serve stays; the app is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.fixture

@@ -266,6 +266,12 @@ def actor_memory(batch_size: int, size: int) -> int:
     return ACTOR_BASE_MEMORY + batch_size * size * size * ACTIVATION_BYTES_PER_PIXEL
 
 
+def stage_task_cpus(cpus: float, actor_cpus: float) -> float:
+    """CPUs each decode / merge task reserves: 1, or what the model actors leave of a smaller cluster (at least
+    0.25), so a task always fits beside the actors (a local Ray of 1 CPU would otherwise wait forever)."""
+    return min(1.0, max(0.25, cpus - actor_cpus))
+
+
 def colorize(src: str, dst: str, checkpoint: str, **options: Any) -> ColorizeSummary:
     """Colorize every image under ``src`` into ``dst`` at full resolution, skipping keys already done.
 
@@ -316,15 +322,16 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     if threads is None and gpus == 0:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         threads = max(1, cores // max_actors)
+    cpus = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else float(os.cpu_count() or 1)
     cpus_per_actor = config.cpus_per_actor
     if cpus_per_actor is None:
-        cpus = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else float(os.cpu_count() or 1)
         cpus_per_actor = 1.0 if gpus > 0 else min(1.0, max(0.25, (cpus - 1.0) / max_actors))
+    task_cpus = stage_task_cpus(cpus, max_actors * cpus_per_actor)
     batch_size = config.batch_size
     started = time.perf_counter()
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+    ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"size": size, "max_pixels": int(config.max_pixels),
                                    "io_threads": config.io_threads, "s3": s3},
                         udf_modifying_row_count=False)
@@ -334,7 +341,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                                                "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
                                                "vividness": config.vividness, "backend": config.backend},
                         udf_modifying_row_count=False, runtime_env={"env_vars": actor_env} if actor_env else None)
-    ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+    ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                         fn_kwargs={"fmt": config.ext, "quality": config.quality, "n_classes": model_config.n_classes,
                                    "run_id": run_id, "s3": s3, "refine": config.refine},
                         udf_modifying_row_count=False)

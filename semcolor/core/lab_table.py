@@ -53,7 +53,7 @@ def lab8_to_rgb(l8: np.ndarray, ab: torch.Tensor | np.ndarray, out: np.ndarray |
     # the row's index in float32, exact: every integer below 2^24 (the table's length) is representable
     shifted = ab_t.to(torch.float32).add(-AB_MIN).round_().clamp_(0, AB_MAX - AB_MIN)  # a + 128, b + 128
     index = torch.add(shifted[1], shifted[0], alpha=256).mul_(256)
-    index.add_(torch.from_numpy(l8).to(torch.float32))
+    index.add_(torch.from_numpy(l8.astype(np.float32)))  # a copy: l8 may be a read-only buffer
     table = torch.from_numpy(lab_table())
     torch.index_select(table, 0, index.to(torch.int64).view(-1), out=torch.from_numpy(out).view(-1, 3))
     return out

@@ -133,7 +133,7 @@ def upsample_bands(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, re
             yield top, up
             continue
         # the lightness detail bilinear upsampling of the model's input loses (0 where L is flat), times the slope
-        detail = torch.from_numpy(l8[top:end]).float().div_(255.0).sub_(up[2 * channels])
+        detail = torch.from_numpy(l8[top:end].astype(np.float32)).div_(255.0).sub_(up[2 * channels])
         yield top, torch.addcmul(up[:channels], up[channels:2 * channels], detail)
 
 

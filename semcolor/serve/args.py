@@ -121,6 +121,9 @@ class ServeCommand:
 
     host: str = option("127.0.0.1", help="address Serve's HTTP proxy binds (0.0.0.0 for every interface)")
     port: int = option(8000, help="HTTP port")
+    proxy_location: str = option("EveryNode", choices=("EveryNode", "HeadOnly"), help="where Serve runs its HTTP "
+                                 "proxies: on every node (a load balancer in front spreads clients over them) or on "
+                                 "the head node only")
     replicas: str = option("1", help="replicas: N, or MIN:MAX to autoscale (one full batch of ongoing requests per "
                            "replica as the target)")
     blocking: bool = option(True, help="keep running until Ctrl-C or SIGTERM (--no-blocking returns once the "

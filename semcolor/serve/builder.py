@@ -105,7 +105,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.blocking:  # after ray.init, which installs its own: `kill` = Ctrl-C while this command owns the app
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(proxy_location=args.proxy_location, http_options={"host": args.host, "port": args.port})
         try:
             serve.run(app(serve_args), name=APP_NAME, route_prefix="/")
         except Exception as exc:  # a replica that fails to start: its traceback is in the deployment's status

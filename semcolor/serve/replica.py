@@ -391,8 +391,12 @@ class SemcolorService:
 
     @api.get("/stats")
     async def stats(self) -> dict[str, Any]:
-        """Batch sizes formed by the replica that answers (one replica's view when there are several)."""
-        return {"replica": serve.get_replica_context().replica_tag, **self.stats.snapshot()}
+        """Batch sizes formed by the replica that answers (one replica's view when there are several), with the
+        replica's name and the Ray node it runs on."""
+        import ray
+
+        return {"replica": serve.get_replica_context().replica_tag, "node_id": ray.get_runtime_context().get_node_id(),
+                **self.stats.snapshot()}
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(self) -> HTMLResponse:
