@@ -108,11 +108,23 @@ def _records(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist([{**defaults, **r} for r in rows], schema=RECORD_SCHEMA)
 
 
+def test_large_jobs_run_in_waves_of_bounded_blocks():
+    from semcolor.bulk.job import WAVE_BLOCKS, waves
+
+    assert waves(3, 16) == [(0, 3)]
+    assert waves(16 * WAVE_BLOCKS, 16) == [(0, 16 * WAVE_BLOCKS)]
+    planned = waves(1_000_000, 16)
+    assert planned[0] == (0, 16 * WAVE_BLOCKS) and len(planned) == -(-1_000_000 // (16 * WAVE_BLOCKS))
+    assert sum(rows for _, rows in planned) == 1_000_000
+    assert all(a + n == b for (a, n), (b, _) in zip(planned, planned[1:]))  # contiguous, in key order
+
+
 def test_stage_tasks_fit_beside_the_model_actors():
     from semcolor.bulk.job import stage_task_cpus
 
     assert stage_task_cpus(8.0, 2.0) == 1.0
-    assert stage_task_cpus(1.0, 0.25) == 0.75  # a 1-CPU local Ray: a task still fits beside the actor
+    assert stage_task_cpus(2.0, 1.0) == 0.5  # a decode and a merge task both fit beside the actor
+    assert stage_task_cpus(1.0, 0.25) == 0.375  # a 1-CPU local Ray: still one of each
     assert stage_task_cpus(1.0, 1.0) == 0.25  # actors told to take it all: tasks at the floor, not at 0
 
 

@@ -89,15 +89,17 @@ def _first_output(manifest: Path, dst: Path, checkpoint: str, threads: int, time
                   ) -> dict[str, Any]:
     """Seconds from starting ``semcolor colorize`` to its first output image; the job is then interrupted."""
     code = "import sys; from semcolor.cli import main; sys.exit(main(sys.argv[1:]))"
+    log = dst.parent / "first-output.log"  # a file, not a pipe: an unread pipe fills and blocks the job's logging
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, "colorize", str(manifest), str(dst), "--checkpoint",
-                             checkpoint, "--num-cpus", str(threads), "--actors", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", code, "colorize", str(manifest), str(dst), "--checkpoint",
+                                 checkpoint, "--num-cpus", str(threads), "--actors", "1"],
+                                stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True)
     try:
         while time.perf_counter() - started < timeout_s:
             if proc.poll() is not None:
                 raise RuntimeError(f"colorize ended (rc {proc.returncode}) before any output: "
-                                   f"{proc.stderr.read()[-2000:]}")
+                                   f"{log.read_text()[-2000:]}")
             if any(p.suffix == ".png" for p in dst.glob("batch000/*.png")):
                 return {"seconds": time.perf_counter() - started}
             time.sleep(0.2)
@@ -138,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from semcolor.model.network import build_model
 
     root = Path(args.data) if args.data else DEFAULT_DATA
-    images = sorted(str(p) for p in (root / "images").glob("*") if p.is_file())[:300]
+    # absolute: the manifest lives in a temporary folder, and relative sources are read relative to it
+    images = sorted(str(p.resolve()) for p in (root / "images").glob("*") if p.is_file())[:300]
     if not images:
         raise ValueError(f"no images under {root / 'images'}; pass --data")
     n = args.limit or DEFAULT_KEYS

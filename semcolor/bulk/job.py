@@ -250,6 +250,18 @@ def _actor_pool(actors: int | tuple[int, int]):
     return ray.data.ActorPoolStrategy(size=actors), actors
 
 
+WAVE_BLOCKS = 4096
+"""Blocks of one batch in one Ray Data execution: a job of more keys runs them in waves of this many blocks (the
+driver's object-store puts and Ray Data's per-block scheduling grow with the blocks of one Dataset: with a million
+keys as one Dataset of 62,500 blocks no output appeared for minutes)."""
+
+
+def waves(keys: int, batch_size: int) -> list[tuple[int, int]]:
+    """(first row, rows) of each wave of at most :data:`WAVE_BLOCKS` batches, in key order."""
+    per = WAVE_BLOCKS * batch_size
+    return [(start, min(per, keys - start)) for start in range(0, keys, per)]
+
+
 ACTOR_BASE_MEMORY = 1 << 30
 """Bytes a model actor holds before its first batch (torch, the model, buffers): ~1.0 GB measured for the unet."""
 ACTIVATION_BYTES_PER_PIXEL = 320
@@ -267,9 +279,10 @@ def actor_memory(batch_size: int, size: int) -> int:
 
 
 def stage_task_cpus(cpus: float, actor_cpus: float) -> float:
-    """CPUs each decode / merge task reserves: 1, or what the model actors leave of a smaller cluster (at least
-    0.25), so a task always fits beside the actors (a local Ray of 1 CPU would otherwise wait forever)."""
-    return min(1.0, max(0.25, cpus - actor_cpus))
+    """CPUs each decode / merge task reserves: 1, or on a small cluster half of what the model actors leave (at
+    least 0.25), so that a task of each stage always fits beside the actors: a local Ray of 1 CPU otherwise waited
+    forever, and on 2 CPUs decode tasks kept the one free CPU while merges (the outputs) waited."""
+    return min(1.0, max(0.25, (cpus - actor_cpus) / 2))
 
 
 def colorize(src: str, dst: str, checkpoint: str, **options: Any) -> ColorizeSummary:
@@ -329,26 +342,37 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     task_cpus = stage_task_cpus(cpus, max_actors * cpus_per_actor)
     batch_size = config.batch_size
     started = time.perf_counter()
-    blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
-    ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
-                        fn_kwargs={"size": size, "max_pixels": int(config.max_pixels),
-                                   "io_threads": config.io_threads, "s3": s3},
-                        udf_modifying_row_count=False)
-    ds = ds.map_batches(model_stage or ColorizeActor, batch_size=batch_size, batch_format="numpy", compute=compute,
-                        num_cpus=cpus_per_actor, num_gpus=gpus, memory=actor_memory(batch_size, size),
-                        fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
-                                               "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
-                                               "vividness": config.vividness, "backend": config.backend},
-                        udf_modifying_row_count=False, runtime_env={"env_vars": actor_env} if actor_env else None)
-    ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
-                        fn_kwargs={"fmt": config.ext, "quality": config.quality, "n_classes": model_config.n_classes,
-                                   "run_id": run_id, "s3": s3, "refine": config.refine},
-                        udf_modifying_row_count=False)
     fs, path = storage.resolve(manifest_url(config.dst), s3=s3)  # the filesystem object carries the S3 settings
-    ds.write_parquet(path, filesystem=fs)
+    stage_cpu: Counter = Counter()
+    planned = waves(todo.num_rows, batch_size)
+    for number, (first, rows) in enumerate(planned, 1):
+        if len(planned) > 1:
+            print(f"colorize: wave {number}/{len(planned)}: keys {first + 1}-{first + rows} of {todo.num_rows}",
+                  flush=True)
+        wave = todo.slice(first, rows)
+        # from_blocks: block metadata computed here (from_arrow asks a Ray task per block for it)
+        ds = ray.data.from_blocks([wave.slice(i, batch_size) for i in range(0, rows, batch_size)])
+        ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
+                            fn_kwargs={"size": size, "max_pixels": int(config.max_pixels),
+                                       "io_threads": config.io_threads, "s3": s3},
+                            udf_modifying_row_count=False)
+        ds = ds.map_batches(model_stage or ColorizeActor, batch_size=batch_size, batch_format="numpy",
+                            compute=compute, num_cpus=cpus_per_actor, num_gpus=gpus,
+                            memory=actor_memory(batch_size, size),
+                            fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
+                                                   "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
+                                                   "vividness": config.vividness, "backend": config.backend},
+                            udf_modifying_row_count=False,
+                            runtime_env={"env_vars": actor_env} if actor_env else None)
+        ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
+                            fn_kwargs={"fmt": config.ext, "quality": config.quality,
+                                       "n_classes": model_config.n_classes, "run_id": run_id, "s3": s3,
+                                       "refine": config.refine},
+                            udf_modifying_row_count=False)
+        ds.write_parquet(path, filesystem=fs)
+        stage_cpu.update(stage_cpu_seconds(ds))
     summary.seconds = time.perf_counter() - started
-    summary.stage_cpu_seconds = stage_cpu_seconds(ds)
+    summary.stage_cpu_seconds = dict(stage_cpu)
 
     records = read_records(config.dst)
     mine = latest_by_key(records.filter(pc.equal(records["run_id"], run_id)))
