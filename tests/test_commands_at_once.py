@@ -26,14 +26,13 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _command(*args: str) -> subprocess.Popen:
-    """``semcolor ARGS`` in a session of its own (its own process group), as a new user's shell would start it: no
-    RAY_ADDRESS, so it starts its own local Ray."""
+def _command(cwd: Path, *args: str) -> subprocess.Popen:
+    """``semcolor ARGS`` (the installed command) in a session of its own (its own process group) from ``cwd``, as a
+    new user's shell would start it: no RAY_ADDRESS (it starts its own local Ray), no PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    code = "import sys; from semcolor.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env["PYTHONPATH"] = ""
+    return subprocess.Popen([str(Path(sys.executable).parent / "semcolor"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _answering(url: str) -> bool:
@@ -46,15 +45,21 @@ def _answering(url: str) -> bool:
 def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(tmp_path):
     """While `semcolor serve` runs on its own local Ray, `semcolor colorize` starts another and finishes without a
     traceback (no "multiple active Ray instances"), the service answering throughout; SIGTERM to serve's process
-    group then stops it, with every process it started (Ray's included) gone."""
+    group then stops it, with every process it started (Ray's included) gone. Both run from a folder that holds a
+    checkout named `semcolor` (Ray puts the working directory first on its workers' path): the installed package
+    is still the one imported."""
     torch.manual_seed(0)
     config = ModelConfig(arch="unet", input_size=32)
     ckpt = checkpoint.save(build_model(config), config, str(tmp_path / "model"))
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "semcolor").symlink_to(REPO_ROOT, target_is_directory=True)
     (tmp_path / "src").mkdir()
     for i in range(3):
         Image.new("RGB", (40 + i, 30), (90, 120 + 20 * i, 60)).save(tmp_path / "src" / f"a{i}.png")
     port = free_port()
-    serve = _command("serve", "--checkpoint", ckpt, "--port", str(port), "--num-cpus", "1")
+    serve = _command(parent, "serve", "--checkpoint", ckpt, "--port", str(port), "--num-cpus", "1",
+                     "--cpus-per-replica", "0.5")
     colorize = None
     try:
         deadline = time.monotonic() + 180
@@ -63,7 +68,7 @@ def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(
             assert time.monotonic() < deadline, "serve did not answer within 180 s"
             time.sleep(0.5)
 
-        colorize = _command("colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
+        colorize = _command(parent, "colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
                             "--num-cpus", "1")
         out, err = colorize.communicate(timeout=300)
         assert colorize.returncode == 0, err[-3000:]
@@ -77,6 +82,7 @@ def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(
         os.killpg(serve.pid, signal.SIGTERM)
         _, err = serve.communicate(timeout=60)
         stopped = time.monotonic() - sigterm
+        assert serve.returncode == 0, err[-3000:]
         _, alive = psutil.wait_procs(started, timeout=15)
         print(f"serve stopped {stopped:.1f} s after SIGTERM to its process group; "
               f"{len(started)} processes it started, {len(alive)} left")

@@ -9,19 +9,13 @@ import base64
 import inspect
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, served
+from conftest import served
 from PIL import Image
 
 from semcolor.serve.args import ServeArgs
@@ -388,44 +382,3 @@ def test_concurrent_requests_are_batched(client, base_url):
     new_counts = {int(k): v - before["batch_size_counts"].get(k, 0) for k, v in after["batch_size_counts"].items()}
     assert max(k for k, v in new_counts.items() if v > 0) > 1, json.dumps(after)
     assert after["max_batch_size_seen"] <= 8
-
-
-@pytest.mark.ray
-def test_serve_runs_from_the_folder_that_holds_the_checkout_and_stops_on_sigterm(tmp_path):
-    """Started where a folder named `semcolor` (a checkout) sits in the working directory, which Ray puts first on
-    its workers' path, the replica still imports the installed package; SIGTERM to the process group (what
-    systemd or a container runtime sends) stops it cleanly."""
-    from semcolor.model import checkpoint
-    from semcolor.model.config import ModelConfig
-    from semcolor.model.network import build_model
-
-    config = ModelConfig(arch="resnet34", input_size=32)
-    checkpoint.save(build_model(config), config, str(tmp_path / "ckpt"))
-    parent = tmp_path / "parent"
-    parent.mkdir()
-    (parent / "semcolor").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "semcolor"), "serve", "--checkpoint", str(tmp_path / "ckpt"),
-               "--port", str(port), "--num-cpus", "1", "--cpus-per-replica", "0.5"]
-    proc = subprocess.Popen(command, cwd=parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": ""})
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
-        assert response.status_code == 200 and response.json()["status"] == "ok"
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]

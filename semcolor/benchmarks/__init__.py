@@ -27,7 +27,9 @@ class BenchOptions:
     threads: int = option(2, help="torch threads (the machine's share the benchmark may use)")
     work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
                               "a temporary folder, removed at the end)")
-    rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all)")
+    rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "
+                              "plan: some of plan,first_output,rerun; colorize: 'resolution' for the per-resolution "
+                              "stage costs alone (OUT/colorize-resolution.json)")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ Measured with one random-init model (weights=None; speed does not depend on the 
   of finish time (the records' ``finished_at``), over the time between those two finish times; images/s per
   quarter of the run show whether throughput holds as the count grows.
 - time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage: only decode, merge and encode
-  should grow with pixels; the model runs at model size.
+  should grow with pixels; the model runs at model size. ``--rows resolution`` measures this alone (no pipeline,
+  no dataset) into ``OUT/colorize-resolution.json``.
 - CPU seconds per image (robust on a shared machine, where wall-clock rates move with other load): the
   bound's process time per image vs, during the pipeline, the whole Ray on this host (GCS, raylet, workers,
   actors, agents; found by :mod:`semcolor.benchmarks._cpu`, also with ``--address``) plus the driver. When
@@ -282,9 +283,14 @@ def _print_table(result: dict) -> None:
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+    _print_resolution(result["resolution"])
+
+
+def _print_resolution(rows: list[dict]) -> None:
+    """Seconds per image by source resolution, stage by stage."""
     print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} "
           f"{'merge/decode':>12} {'total s':>8} {'guided ms/MP':>13} {'bilinear ms/MP':>15}")
-    for r in result["resolution"]:
+    for r in rows:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
               f"{r['merge_s']:>8.3f} {r['encode_s']:>9.3f} {r['merge_s'] / r['decode_s']:>12.2f} {r['total_s']:>8.3f} "
               f"{1e3 * r['refine_guided_s'] / r['megapixels']:>13.1f} "
@@ -308,9 +314,30 @@ def _ratios(result: dict, around: dict[str, float]) -> None:
                  cpu_vs_naive=None if cpu is None else naive["cpu_s_per_image"] / cpu)
 
 
+def run_resolution(args: argparse.Namespace) -> int:
+    """`semcolor bench colorize --rows resolution`: the per-resolution stage costs alone (decode, merge, encode at
+    0.25 / 1 / 4 / 12 MP, single thread; the model's share from the model-only bound), no pipeline; a table and
+    ``OUT/colorize-resolution.json``."""
+    with tempfile.TemporaryDirectory(prefix="semcolor-bench-resolution-") as work:
+        torch.manual_seed(0)
+        config = ModelConfig(arch="unet", input_size=args.size)
+        ckpt = checkpoint.save(build_model(config), config, os.path.join(work, "model"))
+        colorizer = load_colorizer(ckpt, device="cpu", size=args.size)
+        torch.set_num_threads(args.threads)
+        bound = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
+        result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
+                  "bound": bound, "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
+    _print_resolution(result["resolution"])
+    write_result(args.out, "colorize-resolution", result)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """`semcolor bench colorize [--data ROOT] [--s3] [--limit N] [--size S] [--batch-size B] [--threads T]`."""
     import ray
+
+    if getattr(args, "rows", None) == "resolution":
+        return run_resolution(args)
 
     from semcolor.ray_env import init_ray
 
