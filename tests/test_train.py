@@ -205,7 +205,9 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp
     for h in result.history:  # the step clock: phases (s per step, mean over workers) make up the epoch's time
         phases = [h[f"step_{phase}_s"] for phase in PHASES]
         assert all(s >= 0.0 for s in phases), h
-        assert 0.5 * h["train_time_s"] <= sum(phases) * steps_per_epoch <= 1.001 * h["train_time_s"], h
+        # train_time_s is rank 0's clock, the phases a mean over workers whose loops start a little apart: a
+        # few percent of slack above, none of it a claim about speed
+        assert 0.5 * h["train_time_s"] <= sum(phases) * steps_per_epoch <= 1.05 * h["train_time_s"], h
         assert h["step_forward_s"] > 0 and h["step_backward_s"] > 0 and h["step_allreduce_busy_s"] > 0, h
     assert result.data_counts["train"] + result.data_counts["val"] == _COMMON["synth_n"]
     model, model_config = load(result.best_checkpoint)  # best/ is a model directory
