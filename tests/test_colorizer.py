@@ -2,13 +2,17 @@
 
 import numpy as np
 import pytest
+import torch
 
+from semcolor.core import kernels
+from semcolor.core import refine as refine_maps
 from semcolor.core.colorizer import (
     mask_full_resolution,
     merge_full_resolution,
     resize_l8,
     rgb_to_l8,
 )
+from semcolor.core.lab_table import lab_table
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.inference import load_colorizer
@@ -34,13 +38,19 @@ def test_merge_keeps_full_resolution_detail_and_applies_color():
     assert (out[..., 0] > out[..., 1]).all()  # a > 0 pushes red over green
 
 
-def test_merge_in_bands_equals_merge_at_once(monkeypatch):
+@pytest.mark.parametrize("refine", ["guided", "bilinear"])
+def test_merge_looks_up_the_table_at_the_upsampled_chroma_rounded_half_up(refine):
+    """The compiled merge = the float maps of the same loops, rounded half up and clipped, then the table row."""
     rng = np.random.default_rng(1)
     l8 = rng.integers(0, 256, (64, 40), dtype=np.uint8)
-    ab = rng.integers(-60, 60, (2, 8, 8)).astype(np.int8)
-    whole = merge_full_resolution(l8, ab)
-    monkeypatch.setattr("semcolor.core.colorizer.MERGE_CHUNK_PIXELS", 40 * 7)  # bands of 7 rows
-    np.testing.assert_array_equal(merge_full_resolution(l8, ab), whole)
+    ab = rng.integers(-127, 127, (2, 8, 8)).astype(np.int8)  # saturated
+    rows = refine_maps.row_maps(torch.from_numpy(ab.astype(np.float32)), l8, None, refine, offset=128.0)
+    shifted = np.empty((2, *l8.shape), np.float32)
+    kernels.affine_rows(rows.wide, rows.y0, rows.weight, l8, shifted)
+    a, b = np.floor(np.clip(shifted, 0, 255) + np.float32(0.5)).astype(np.int64)
+    assert refine == "bilinear" or (np.clip(shifted, 0, 255) != shifted).any()  # guided overshoots the table
+    expected = lab_table()[(a << 16) | (b << 8) | l8]
+    np.testing.assert_array_equal(merge_full_resolution(l8, ab, None, refine), expected)
 
 
 def test_resize_and_masks():

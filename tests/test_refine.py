@@ -79,16 +79,18 @@ def test_box_means_over_clipped_windows_match_average_pooling():
 
 
 @pytest.mark.parametrize("shape", [(3000 // 7, 4000 // 7), (20, 300), (100, 13)])
-@pytest.mark.parametrize("band_pixels", [1 << 18, 997])
-def test_bands_match_bilinear_interpolation_at_once(shape, band_pixels):
-    """Upscaling (runs of rows between two model rows) and downscaling (rows skipping model rows), in bands of any
-    size: the same values as F.interpolate, rows in order, each once."""
+def test_compiled_rows_match_bilinear_interpolation_of_the_slope_and_offset(shape):
+    """Upscaling (runs of rows between two model rows) and downscaling (rows skipping model rows): bilinear is
+    F.interpolate's, and guided is up(offset) + up(slope) * L with F.interpolate's up, to float rounding."""
     rng = np.random.default_rng(3)
     maps = torch.from_numpy(rng.normal(0, 30, (3, 48, 48)).astype(np.float32))
     l8 = rng.integers(0, 256, shape, dtype=np.uint8)
-    tops, bands = zip(*refine.upsample_bands(maps, l8, None, "bilinear", band_pixels))
-    assert list(tops) == list(np.cumsum([0] + [b.shape[1] for b in bands[:-1]]))
-    expected = torch.nn.functional.interpolate(maps[None], size=shape, mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(torch.cat(bands, dim=1), expected, rtol=1e-5, atol=1e-3)  # float rounding only
-    guided = torch.cat([b for _, b in refine.upsample_bands(maps, l8, None, "guided", band_pixels)], dim=1)
-    torch.testing.assert_close(guided, refine.upsample(maps, l8, None, "guided"), rtol=1e-5, atol=1e-3)
+
+    def up(x):
+        return torch.nn.functional.interpolate(x[None], size=shape, mode="bilinear", align_corners=False)[0]
+
+    torch.testing.assert_close(refine.upsample(maps, l8, None, "bilinear"), up(maps), rtol=1e-5, atol=1e-3)
+    slope, offset = refine.affine_maps(maps, l8, None, "guided")
+    assert slope.abs().max() > 0
+    expected = up(offset) + up(slope) * torch.from_numpy(l8.astype(np.float32))
+    torch.testing.assert_close(refine.upsample(maps, l8, None, "guided"), expected, rtol=1e-5, atol=1e-3)

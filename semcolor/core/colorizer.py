@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from semcolor.core import color
+from semcolor.core import color, kernels
 from semcolor.core import refine as refine_maps
-from semcolor.core.lab_table import L8_SCALE, lab8_to_rgb
+from semcolor.core.lab_table import AB_MIN, L8_SCALE, lab_table
 from semcolor.core.refine import DEFAULT_REFINE
 
-MERGE_CHUNK_PIXELS = 1 << 18  # upsampling and LAB->RGB in row bands of about 0.25 MP: bounded memory, warm caches
+MERGE_CHUNK_PIXELS = 1 << 18  # RGB -> L in row bands of about 0.25 MP: bounded memory, warm caches
 
 
 def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,14 +90,13 @@ def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray 
     """Full-res l8 (H, W) + model-size ab8 (2, S, S) int8 LAB units -> uint8 RGB (H, W, 3).
 
     AB is upsampled to (H, W) (``refine``: guided by the full-resolution L, or bilinear; see
-    :mod:`semcolor.core.refine`; ``l8_small`` is the model's input, recomputed when None) and merged band by band
-    with the full-resolution L through the LAB -> RGB table (:mod:`semcolor.core.lab_table`: chroma rounded to
-    whole LAB units).
+    :mod:`semcolor.core.refine`; ``l8_small`` is the model's input, recomputed when None) and merged with the
+    full-resolution L through the LAB -> RGB table (:mod:`semcolor.core.lab_table`: chroma rounded half up to
+    whole LAB units), in one compiled pass over the output (:func:`semcolor.core.kernels.lab_rows`).
     """
+    rows = refine_maps.row_maps(torch.from_numpy(ab8.astype(np.float32)), l8, l8_small, refine, offset=-AB_MIN)
     out = np.empty((*l8.shape, 3), dtype=np.uint8)
-    ab = torch.from_numpy(ab8.astype(np.float32))
-    for top, band in refine_maps.upsample_bands(ab, l8, l8_small, refine, MERGE_CHUNK_PIXELS):
-        lab8_to_rgb(l8[top:top + band.shape[1]], band, out=out[top:top + band.shape[1]])
+    kernels.lab_rows(rows.wide, rows.y0, rows.weight, np.ascontiguousarray(l8), lab_table(), out)
     return out
 
 
@@ -107,12 +106,20 @@ def mask_full_resolution(fg8: np.ndarray, l8: np.ndarray, n_classes: int, l8_sma
     probability upsampled per ``refine``, then thresholded at 1/2) or class ids (nearest)."""
     height, width = l8.shape
     if n_classes == 2:
-        prob = torch.from_numpy(fg8.astype(np.float32))[None]
+        rows = refine_maps.row_maps(torch.from_numpy(fg8.astype(np.float32))[None], l8, l8_small, refine)
         mask = np.empty((height, width), np.uint8)
-        for top, band in refine_maps.upsample_bands(prob, l8, l8_small, refine, MERGE_CHUNK_PIXELS):
-            mask[top:top + band.shape[1]] = (band[0] > 127.5).numpy().view(np.uint8) * np.uint8(255)
+        kernels.threshold_rows(rows.wide, rows.y0, rows.weight, np.ascontiguousarray(l8), 127.5, mask)
         return mask
     return np.asarray(Image.fromarray(fg8, mode="L").resize((width, height), Image.Resampling.NEAREST))
+
+
+def warm_up(size: int) -> None:
+    """Build the LAB table and load (or compile) the merge's loops now, rather than in the first request or
+    batch: about a second, once per process."""
+    l8 = np.zeros((2, 2), np.uint8)
+    small = np.zeros((size, size), np.uint8)
+    merge_full_resolution(l8, np.zeros((2, size, size), np.int8), small)
+    mask_full_resolution(small, l8, 2, small)
 
 
 class Predictor(Protocol):

@@ -41,8 +41,9 @@ def lab_table() -> np.ndarray:
 
 
 def lab8_to_rgb(l8: np.ndarray, ab: torch.Tensor | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """l8 uint8 (H, W) + ab (2, H, W) in LAB units (rounded to whole units, clipped to [-128, 127]) -> sRGB uint8
-    (H, W, 3), written into ``out`` (C-contiguous uint8 (H, W, 3)) when given."""
+    """l8 uint8 (H, W) + ab (2, H, W) in LAB units (rounded half up to whole units, clipped to [-128, 127]) ->
+    sRGB uint8 (H, W, 3), written into ``out`` (C-contiguous uint8 (H, W, 3)) when given. (Whole images at once;
+    the merge does the same per pixel in its compiled loop, :func:`semcolor.core.kernels.lab_rows`.)"""
     ab_t = torch.as_tensor(ab)
     if l8.dtype != np.uint8 or ab_t.shape != (2, *l8.shape):
         raise ValueError(f"need l8 uint8 (H, W) and ab (2, H, W); got {l8.dtype} {l8.shape} and {tuple(ab_t.shape)}")
@@ -51,7 +52,7 @@ def lab8_to_rgb(l8: np.ndarray, ab: torch.Tensor | np.ndarray, out: np.ndarray |
     elif out.dtype != np.uint8 or out.shape != (*l8.shape, 3) or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous uint8 {(*l8.shape, 3)}; got {out.dtype} {out.shape}")
     # the row's index in float32, exact: every integer below 2^24 (the table's length) is representable
-    shifted = ab_t.to(torch.float32).add(-AB_MIN).round_().clamp_(0, AB_MAX - AB_MIN)  # a + 128, b + 128
+    shifted = ab_t.to(torch.float32).add(-AB_MIN).clamp_(0, AB_MAX - AB_MIN).add_(0.5).floor_()  # a + 128, b + 128
     index = torch.add(shifted[1], shifted[0], alpha=256).mul_(256)
     index.add_(torch.from_numpy(l8.astype(np.float32)))  # a copy: l8 may be a read-only buffer
     table = torch.from_numpy(lab_table())

@@ -29,9 +29,9 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from semcolor import __version__
+from semcolor.core.colorizer import warm_up
 from semcolor.core.decode import DataError, decode_image
 from semcolor.core.encode import encode_mask, encode_rgb
-from semcolor.core.lab_table import lab_table
 from semcolor.model.config import DEFAULT_VIVIDNESS, VIVIDNESS_RANGE, check_vividness
 from semcolor.model.inference import load_colorizer
 from semcolor.serve.args import ServeArgs, ServiceSettings
@@ -223,7 +223,7 @@ class SemcolorService:
         # Warm-up forward: the first call pays one-off allocation costs that would otherwise land on a request.
         size = self.colorizer.size
         self._model_pool.submit(self.colorizer.predict, np.zeros((1, size, size), dtype=np.uint8)).result()
-        lab_table()  # the merge's LAB -> RGB table (about a second to build), here rather than in a request
+        warm_up(size)  # the merge's LAB -> RGB table and compiled loops (about a second), here, not in a request
 
     # ---- batched model forward -------------------------------------------------------------------------
     # Ray 2.60's @serve.batch forms the next batch as soon as requests arrive, even while the previous batch
