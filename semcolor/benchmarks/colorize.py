@@ -11,7 +11,9 @@ Measured with one random-init model (weights=None; speed does not depend on the 
 - ``naive``: the sequential loop (open, predict, save, one image at a time; batch 1).
 - ``pipeline local`` (1 actor x T threads, and T actors x 1 thread) and ``pipeline s3`` (the better layout):
   :func:`semcolor.bulk.job.colorize` on every photo, local -> local and s3 -> s3 (a moto server this
-  benchmark starts as a subprocess on 127.0.0.1; photos uploaded first). ``end-to-end`` images/s include Ray
+  benchmark starts as a subprocess on 127.0.0.1; photos uploaded first); ``pipeline s3 latency``: the same
+  through a proxy that holds every request :data:`S3_LATENCY_S` (a real object store's time to first byte,
+  :mod:`semcolor.benchmarks._latency_proxy`). ``end-to-end`` images/s include Ray
   Data start-up and the model actors' start; ``steady`` = rows finished between the 10th and 90th percentile
   of finish time (the records' ``finished_at``), over the time between those two finish times; images/s per
   quarter of the run show whether throughput holds as the count grows.
@@ -27,6 +29,9 @@ Measured with one random-init model (weights=None; speed does not depend on the 
 Ratios: ``/bound`` = a measure's images/s over the mean of the two bounds measured just before and after
 it (the load moves between measures); ``/naive`` = over the naive loop's images/s, and "adjusted for load"
 divides both by their own bounds first; CPU efficiency = the bound's CPU per image / the pipeline's.
+``cpu_ceiling``: the bound's CPU per image over that plus the pipeline's decode and merge/encode tasks' CPU per
+image (Ray Data's stats): where those stages share the model's cores (CPU-only, as here), the pipeline cannot
+pass this fraction of the bound even with no other overhead; on GPU nodes they do not compete with the model.
 
 Thread budget on a small machine: the pipeline runs ``--threads`` model actors of 1 torch thread each (they
 reserve (CPUs - 1) / T CPUs from Ray, leaving one CPU slot for the decode / merge / encode tasks, 1 thread
@@ -51,6 +56,7 @@ import torch
 from PIL import Image
 
 from semcolor.benchmarks._cpu import cpu_seconds, ray_cpu_sampler
+from semcolor.benchmarks._latency_proxy import latency_proxy
 from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.bulk.records import read_records
@@ -67,6 +73,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets
 BUCKET = "semcolor-bench"
 RESOLUTIONS_MP = (0.25, 1.0, 4.0, 12.0)
 NAIVE_IMAGES = 60
+S3_LATENCY_S = 0.03
+"""Seconds the latency proxy holds each S3 request in ``pipeline s3 latency``."""
 BOUND_SECONDS = 8.0
 STAGE_IMAGES = 200
 
@@ -278,7 +286,8 @@ def _print_table(result: dict) -> None:
             print(f"{name}: whole-Ray CPU per image {p['cpu_scope']}; Ray Data tasks by stage: {stages}{extra}")
         else:
             print(f"{name}: {p['cpu_s_per_image']:.3f} (counts {p['cpu_scope']}) -> CPU efficiency "
-                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), naive loop / pipeline {p['cpu_vs_naive']:.2f}; "
+                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), naive loop / pipeline {p['cpu_vs_naive']:.2f}, "
+                  f"ceiling with the CPU stages on the model's cores {p['cpu_ceiling']:.2f}; "
                   f"Ray Data tasks by stage: {stages}{extra}")
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
@@ -312,6 +321,9 @@ def _ratios(result: dict, around: dict[str, float]) -> None:
                  steady_p10_p90_per_naive=p["steady_p10_p90_images_per_s"] / naive["images_per_s"],
                  cpu_efficiency=None if cpu is None else bound_cpu / cpu,
                  cpu_vs_naive=None if cpu is None else naive["cpu_s_per_image"] / cpu)
+        stage_cpu = sum(v for k, v in p["stage_cpu_s_per_image"].items()
+                        if "decode_rows" in k or "merge_encode_write" in k)
+        p["cpu_ceiling"] = bound_cpu / (bound_cpu + stage_cpu)
 
 
 def run_resolution(args: argparse.Namespace) -> int:
@@ -413,7 +425,8 @@ def run(args: argparse.Namespace) -> int:
         best_actors = max(layouts.items(),
                           key=lambda kv: result[kv[0]]["steady_p10_p90_images_per_s"] / around[kv[0]])[1]
         if args.s3:
-            with moto_s3(BUCKET) as (_, moto_pid):
+            with moto_s3(BUCKET) as (moto_endpoint, moto_pid):
+                moto_port = int(moto_endpoint.rsplit(":", 1)[1])
                 prefix = f"s3://{BUCKET}/ecssd/images"
                 print("uploading to moto S3 ...", flush=True)
                 upload(sources, str(images), prefix)
@@ -424,7 +437,16 @@ def run(args: argparse.Namespace) -> int:
                                                   args.threads, best_actors)
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
                     (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
-                around["pipeline_s3"] = (b3 + bound("after pipeline s3")) / 2
+                b4 = bound("after pipeline s3")
+                around["pipeline_s3"] = (b3 + b4) / 2
+                with latency_proxy(moto_port, S3_LATENCY_S) as (endpoint, _):
+                    os.environ["AWS_ENDPOINT_URL"] = endpoint  # moto_s3 puts the direct endpoint back at its end
+                    print(f"measuring the pipeline s3 -> s3 with {S3_LATENCY_S * 1e3:.0f} ms per request ...",
+                          flush=True)
+                    result["pipeline_s3_latency"] = _pipeline(prefix, f"s3://{BUCKET}/out_latency", ckpt, args.size,
+                                                              args.batch_size, args.threads, best_actors)
+                    result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
+                around["pipeline_s3_latency"] = (b4 + bound("after pipeline s3 latency")) / 2
         result["bounds"] = bounds
         result["bound"] = {"images_per_s": float(np.median([b["images_per_s"] for b in bounds])),
                            "cpu_s_per_image": float(np.median([b["cpu_s_per_image"] for b in bounds]))}

@@ -90,7 +90,8 @@ class ColorizeConfig:
     cpus_per_actor: float | None = option(None, help="CPUs each model actor reserves; default 1 with GPUs, else "
                                           "min(1, (CPUs - 1) / actors), at least 0.25, leaving a CPU to the decode "
                                           "and encode tasks")
-    io_threads: int = option(8, help="threads per decode task fetching source bytes (hides object-store latency)")
+    io_threads: int = option(8, help="threads per task reading sources (decode) or writing outputs (merge): they "
+                             "hide the object store's latency per request")
 
     def __post_init__(self) -> None:
         extension_of(self.format)
@@ -367,7 +368,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
         ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                             fn_kwargs={"fmt": config.ext, "quality": config.quality,
                                        "n_classes": model_config.n_classes, "run_id": run_id, "s3": s3,
-                                       "refine": config.refine},
+                                       "refine": config.refine, "io_threads": config.io_threads},
                             udf_modifying_row_count=False)
         ds.write_parquet(path, filesystem=fs)
         stage_cpu.update(stage_cpu_seconds(ds))

@@ -5,8 +5,8 @@
    ``l8`` bytes and a model-size copy ``small``.
 2. :class:`ColorizeActor` (actor pool, one model load per actor): ``small`` -> ``ab8`` + ``fg8`` at model size.
 3. :func:`merge_encode_write` (CPU tasks): AB and the mask upsampled (guided by the full-resolution L, or
-   bilinear: ``refine``) and merged with the full-resolution L, encoded,
-   written atomically to ``output`` (and the mask to ``mask``); returns one result record per row.
+   bilinear: ``refine``) and merged with the full-resolution L, encoded, and written atomically to ``output``
+   (and the mask to ``mask``) on threads while the next rows encode; returns one result record per row.
 
 Every row travels through all stages, bad rows included (``status == "error"`` with ``kind`` and
 ``reason``), so the final records account for every input. Exceptions about one row become that row's
@@ -28,7 +28,7 @@ Columns between stages (N rows, model size S):
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -151,23 +151,30 @@ class ColorizeActor:
         return batch
 
 
-def _colorize_row(l8_bytes: bytes, height: int, width: int, small: np.ndarray, ab8: np.ndarray, fg8: np.ndarray,
-                  output: str, mask_url: str, fmt: str, quality: int, n_classes: int, refine: str,
-                  s3: storage.S3Options | None) -> int:
-    """Merge, encode and write one row; returns bytes written. Raises _StageError naming the step."""
+def _encode_row(l8_bytes: bytes, height: int, width: int, small: np.ndarray, ab8: np.ndarray, fg8: np.ndarray,
+                fmt: str, quality: int, n_classes: int, refine: str, masks: bool) -> tuple[bytes, bytes]:
+    """Merge and encode one row: (image bytes, mask bytes or b""). Raises _StageError."""
     try:
         l8 = np.frombuffer(l8_bytes, dtype=np.uint8).reshape(height, width)
         image = encode_rgb(merge_full_resolution(l8, ab8, small, refine), fmt, quality)
-        mask = encode_mask(mask_full_resolution(fg8, l8, n_classes, small, refine)) if mask_url else b""
+        mask = encode_mask(mask_full_resolution(fg8, l8, n_classes, small, refine)) if masks else b""
     except Exception as exc:
         raise _StageError(ENCODE_ERROR, f"cannot merge/encode {fmt}: {type(exc).__name__}: {exc}") from exc
+    return image, mask
+
+
+def _write_row(output: str, image: bytes, mask_url: str, mask: bytes, s3: storage.S3Options | None
+               ) -> tuple[int, float]:
+    """Write one row's mask, then its image (both written before the caller makes the ok record): (bytes written,
+    seconds it took). Raises _StageError."""
+    started = time.perf_counter()
     try:
         if mask_url:
             storage.write_bytes(mask_url, mask, s3=s3)
-        storage.write_bytes(output, image, s3=s3)  # both written before the caller makes the ok record
+        storage.write_bytes(output, image, s3=s3)
     except Exception as exc:
         raise _StageError(WRITE_ERROR, f"cannot write {output}: {type(exc).__name__}: {exc}") from exc
-    return len(image) + len(mask)
+    return len(image) + len(mask), time.perf_counter() - started
 
 
 class _StageError(Exception):
@@ -177,10 +184,13 @@ class _StageError(Exception):
 
 
 def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_classes: int,
-                       run_id: str, s3: storage.S3Options | None = None, refine: str = DEFAULT_REFINE) -> pa.Table:
+                       run_id: str, s3: storage.S3Options | None = None, refine: str = DEFAULT_REFINE,
+                       io_threads: int = 8) -> pa.Table:
     """Stage 3: full-resolution merge + encode + atomic write per ok row -> records (:data:`RECORD_SCHEMA`).
 
-    A row's record says ok only after its image (and mask) were written; failures become error records.
+    Rows are merged and encoded one after another; their writes run on ``io_threads`` threads meanwhile (an
+    object store answers each PUT after tens of milliseconds: the writes overlap the next rows' encoding and each
+    other). A row's record says ok only after its image (and mask) were written; failures become error records.
     """
     n = len(batch["key"])
     status = [str(s) for s in batch["status"]]
@@ -191,19 +201,31 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
     written = np.zeros(n, dtype=np.int64)
     seconds = np.asarray(batch["seconds"], dtype=np.float64).copy()
     finished = np.zeros(n, dtype=np.float64)
-    for i in range(n):
-        started = time.perf_counter()
-        if status[i] == OK:
+    writes: dict[int, Future] = {}
+    with ThreadPoolExecutor(max_workers=max(1, io_threads)) as pool:
+        for i in range(n):
+            started = time.perf_counter()
+            if status[i] == OK:
+                try:
+                    image, mask = _encode_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
+                                              batch["small"][i], batch["ab8"][i], batch["fg8"][i], fmt, quality,
+                                              n_classes, refine, bool(masks[i]))
+                    writes[i] = pool.submit(_write_row, str(outputs[i]), image, masks[i] or "", mask, s3)
+                except _StageError as exc:
+                    status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
+            seconds[i] += time.perf_counter() - started  # merge and encode; the write's own time is added below
+            if i not in writes:
+                finished[i] = time.time()
+        for i, write in writes.items():
             try:
-                written[i] = _colorize_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
-                                           batch["small"][i], batch["ab8"][i], batch["fg8"][i], outputs[i],
-                                           masks[i] or "", fmt, quality, n_classes, refine, s3)
+                written[i], write_seconds = write.result()
+                seconds[i] += write_seconds
             except _StageError as exc:
                 status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
+            finished[i] = time.time()
+    for i in range(n):
         if status[i] != OK:
             outputs[i] = masks[i] = None
-        seconds[i] += time.perf_counter() - started
-        finished[i] = time.time()
     return pa.table({
         "key": pa.array([str(k) for k in batch["key"]], pa.string()),
         "source": pa.array([str(s) for s in batch["source"]], pa.string()),

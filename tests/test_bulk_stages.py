@@ -1,0 +1,77 @@
+"""The bulk job's merge stage on its own (no Ray): records for every row, writes overlapping, failures named."""
+
+import threading
+
+import numpy as np
+from PIL import Image
+
+from semcolor.bulk import stages
+from semcolor.core import storage
+
+SIZE = 16
+
+
+def _batch(tmp_path, n: int, bad_output: int | None = None) -> dict[str, np.ndarray]:
+    """n ok rows of a 20 x 30 gray source at model size SIZE; row ``bad_output`` writes under a file."""
+    (tmp_path / "a_file").write_bytes(b"x")
+    outputs = [str(tmp_path / "out" / f"{i}.png") for i in range(n)]
+    if bad_output is not None:
+        outputs[bad_output] = str(tmp_path / "a_file" / "under_a_file.png")
+    l8 = np.tile(np.arange(30, dtype=np.uint8) * 8, (20, 1))
+    return {
+        "key": np.array([str(i) for i in range(n)], dtype=object),
+        "source": np.array([f"src/{i}.png" for i in range(n)], dtype=object),
+        "output": np.array(outputs, dtype=object),
+        "mask": np.array([str(tmp_path / "out" / "masks" / f"{i}.png") for i in range(n)], dtype=object),
+        "status": np.array(["ok"] * n, dtype=object),
+        "kind": np.array([""] * n, dtype=object),
+        "reason": np.array([""] * n, dtype=object),
+        "width": np.full(n, 30, np.int32), "height": np.full(n, 20, np.int32),
+        "source_bytes": np.full(n, 100, np.int64),
+        "l8": np.array([l8.tobytes()] * n, dtype=object),
+        "small": np.zeros((n, SIZE, SIZE), np.uint8),
+        "ab8": np.full((n, 2, SIZE, SIZE), 20, np.int8),
+        "fg8": np.full((n, SIZE, SIZE), 255, np.uint8),
+        "seconds": np.zeros(n), "object_store_bytes": np.zeros(n, np.int64),
+    }
+
+
+def test_writes_run_together_and_every_row_gets_its_record(tmp_path, monkeypatch):
+    """Three rows' writes wait for each other at a barrier: written one after another they would never meet."""
+    meet = threading.Barrier(3)
+    write = storage.write_bytes
+
+    def write_together(url, data, s3=None):
+        if not url.endswith("/masks/" + url.rsplit("/", 1)[-1]):  # the image, after its mask
+            meet.wait(timeout=30)
+        write(url, data, s3=s3)
+
+    monkeypatch.setattr(storage, "write_bytes", write_together)
+    records = stages.merge_encode_write(_batch(tmp_path, 3), "png", 90, 2, "run", io_threads=4).to_pylist()
+    assert [r["status"] for r in records] == ["ok"] * 3, records
+    for r in records:
+        image = Image.open(r["output"])
+        assert image.size == (30, 20) and r["output_bytes"] > 0 and r["seconds"] > 0 and r["finished_at"] > 0
+        assert Image.open(r["mask"]).size == (30, 20)
+
+
+def test_a_failed_write_is_that_rows_error_and_the_others_are_written(tmp_path):
+    batch = _batch(tmp_path, 3, bad_output=1)
+    batch["status"][2], batch["kind"][2], batch["reason"][2] = "error", "decode_failed", "not an image"
+    records = stages.merge_encode_write(batch, "png", 90, 2, "run", io_threads=2).to_pylist()
+    assert [r["status"] for r in records] == ["ok", "error", "error"]
+    assert records[1]["kind"] == stages.WRITE_ERROR and "under_a_file.png" in records[1]["reason"]
+    assert records[1]["output"] is None and records[1]["mask"] is None
+    assert records[2]["kind"] == "decode_failed" and records[2]["reason"] == "not an image"
+    assert (tmp_path / "out" / "0.png").exists() and not (tmp_path / "out" / "2.png").exists()
+
+
+def test_the_bytes_written_do_not_depend_on_the_write_threads(tmp_path):
+    written = {}
+    for threads in (1, 8):
+        folder = tmp_path / str(threads)
+        folder.mkdir()
+        records = stages.merge_encode_write(_batch(folder, 4), "png", 90, 2, "run", io_threads=threads).to_pylist()
+        assert [r["status"] for r in records] == ["ok"] * 4
+        written[threads] = [(folder / "out" / f"{i}.png").read_bytes() for i in range(4)]
+    assert written[1] == written[8]
