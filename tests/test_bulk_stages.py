@@ -1,5 +1,6 @@
 """The bulk job's merge stage on its own (no Ray): records for every row, writes overlapping, failures named."""
 
+import os
 import threading
 
 import numpy as np
@@ -7,12 +8,14 @@ from PIL import Image
 
 from semcolor.bulk import stages
 from semcolor.core import storage
+from semcolor.core.colorizer import rgb_to_l8
 
 SIZE = 16
 
 
 def _batch(tmp_path, n: int, bad_output: int | None = None) -> dict[str, np.ndarray]:
     """n ok rows of a 20 x 30 gray source at model size SIZE; row ``bad_output`` writes under a file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "a_file").write_bytes(b"x")
     outputs = [str(tmp_path / "out" / f"{i}.png") for i in range(n)]
     if bad_output is not None:
@@ -70,8 +73,46 @@ def test_the_bytes_written_do_not_depend_on_the_write_threads(tmp_path):
     written = {}
     for threads in (1, 8):
         folder = tmp_path / str(threads)
-        folder.mkdir()
         records = stages.merge_encode_write(_batch(folder, 4), "png", 90, 2, "run", io_threads=threads).to_pylist()
         assert [r["status"] for r in records] == ["ok"] * 4
         written[threads] = [(folder / "out" / f"{i}.png").read_bytes() for i in range(4)]
     assert written[1] == written[8]
+
+
+def _with_sources(tmp_path, batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Color sources on disk for the batch's rows -> (the batch carrying their L, the batch as --full-res-l redecode
+    sends it: l8 empty)."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    sources, l8s = [], []
+    yy, xx = np.mgrid[0:20, 0:30]
+    for i in range(len(batch["key"])):
+        rgb = np.stack([xx * 8, yy * 12, (xx + yy + 9 * i) * 5], -1).astype(np.uint8)
+        path = tmp_path / "src" / f"{i}.png"
+        Image.fromarray(rgb).save(path)
+        sources.append(str(path))
+        l8s.append(rgb_to_l8(rgb).tobytes())
+    carried = dict(batch, source=np.array(sources, dtype=object), l8=np.array(l8s, dtype=object))
+    return carried, dict(carried, l8=np.array([b""] * len(sources), dtype=object))
+
+
+def test_redecoded_sources_give_the_bytes_of_the_carried_l(tmp_path):
+    carry, redecode = _with_sources(tmp_path, _batch(tmp_path, 2))
+    carried = stages.merge_encode_write(carry, "png", 90, 2, "run").to_pylist()
+    for url in list(redecode["output"]) + list(redecode["mask"]):
+        os.replace(url, url + ".carried")
+    records = stages.merge_encode_write(redecode, "png", 90, 2, "run").to_pylist()
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for a, b in zip(carried, records):
+        assert a["output"] == b["output"] and a["mask"] == b["mask"]
+        for url in (b["output"], b["mask"]):
+            assert open(url, "rb").read() == open(url + ".carried", "rb").read()
+
+
+def test_a_source_gone_or_changed_before_its_second_read_is_that_rows_error(tmp_path):
+    _, batch = _with_sources(tmp_path, _batch(tmp_path, 3))
+    (tmp_path / "src" / "0.png").unlink()
+    Image.new("RGB", (31, 20)).save(tmp_path / "src" / "1.png")
+    records = stages.merge_encode_write(batch, "png", 90, 2, "run").to_pylist()
+    assert [r["status"] for r in records] == ["error", "error", "ok"]
+    assert records[0]["kind"] == stages.READ_ERROR and "0.png" in records[0]["reason"]
+    assert records[1]["kind"] == stages.DECODE_FAILED and "changed while the job ran" in records[1]["reason"]

@@ -271,6 +271,15 @@ def test_local_full_resolution_then_rerun_does_nothing(ray_local, tiny_checkpoin
     assert _tree_bytes(dst) == before
     assert read_records(str(dst)).num_rows == len(expected)  # nothing new recorded
 
+    # --full-res-l redecode: the merge decodes each source again; the same bytes, and the full-resolution L no
+    # longer travels between the stages (model-size arrays only)
+    redecoded = tmp_path / "redecoded"
+    other = colorize(str(src), str(redecoded), tiny_checkpoint, batch_size=4, masks=True, full_res_l="redecode")
+    assert (other.done, other.failed) == (len(expected), 0)
+    assert _tree_bytes(redecoded) == before
+    carried = sum(w * h for w, h in expected.values()) / len(expected)
+    assert other.object_store_bytes_per_row == pytest.approx(summary.object_store_bytes_per_row - 2 * carried)
+
 
 def _corpus(src: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     """The robustness corpus -> (ok key -> output (width, height), error key -> kind)."""

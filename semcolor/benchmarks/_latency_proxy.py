@@ -62,7 +62,7 @@ def latency_proxy(upstream_port: int, delay: float) -> Iterator[tuple[str, int]]
     by its own pid."""
     import socket
 
-    from semcolor.benchmarks._local import free_port
+    from semcolor.benchmarks._local import free_port, stop_process
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "semcolor.benchmarks._latency_proxy", "--upstream",
@@ -79,12 +79,7 @@ def latency_proxy(upstream_port: int, delay: float) -> Iterator[tuple[str, int]]
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM to a process this benchmark started; SIGKILL after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def moto_s3(bucket: str) -> Iterator[tuple[str, int]]:
     """A moto S3 server in its own process on 127.0.0.1 (so it does not share the driver's GIL) with ``bucket``;
@@ -49,12 +59,7 @@ def moto_s3(bucket: str) -> Iterator[tuple[str, int]]:
                 time.sleep(0.5)
         yield endpoint, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

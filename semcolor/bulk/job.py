@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 DUPLICATE_KEY = "duplicate_key"
+L_CARRY, L_REDECODE = "carry", "redecode"
+L_PATHS = (L_CARRY, L_REDECODE)
+"""How the merge stage gets a source's full-resolution lightness (``--full-res-l``)."""
 
 
 @dataclass(kw_only=True)
@@ -92,6 +95,11 @@ class ColorizeConfig:
                                           "and encode tasks")
     io_threads: int = option(8, help="threads per task reading sources (decode) or writing outputs (merge): they "
                              "hide the object store's latency per request")
+    full_res_l: str = option(L_CARRY, choices=L_PATHS, help="how the merge gets the source's full-resolution "
+                             "lightness: carry (the decode stage's copy travels with the row through the model "
+                             "actors: no second read) or redecode (the merge stage reads and decodes the source "
+                             "again: one more GET and decode per image, and the model actors' links carry only "
+                             "model-size arrays, for GPU nodes whose network sets the pace on large scans)")
 
     def __post_init__(self) -> None:
         extension_of(self.format)
@@ -105,6 +113,8 @@ class ColorizeConfig:
                              f"{self.max_pixels}, {self.io_threads}")
         if self.gpus_per_actor < 0:
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
+        if self.full_res_l not in L_PATHS:
+            raise ValueError(f"full_res_l must be one of {list(L_PATHS)}; got {self.full_res_l!r}")
         if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
             raise ValueError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
         if self.size is not None and self.size < 32:
@@ -355,7 +365,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
         ds = ray.data.from_blocks([wave.slice(i, batch_size) for i in range(0, rows, batch_size)])
         ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                             fn_kwargs={"size": size, "max_pixels": int(config.max_pixels),
-                                       "io_threads": config.io_threads, "s3": s3},
+                                       "io_threads": config.io_threads, "s3": s3,
+                                       "carry_l8": config.full_res_l == L_CARRY},
                             udf_modifying_row_count=False)
         ds = ds.map_batches(model_stage or ColorizeActor, batch_size=batch_size, batch_format="numpy",
                             compute=compute, num_cpus=cpus_per_actor, num_gpus=gpus,
@@ -368,7 +379,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
         ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                             fn_kwargs={"fmt": config.ext, "quality": config.quality,
                                        "n_classes": model_config.n_classes, "run_id": run_id, "s3": s3,
-                                       "refine": config.refine, "io_threads": config.io_threads},
+                                       "refine": config.refine, "io_threads": config.io_threads,
+                                       "max_pixels": int(config.max_pixels)},
                             udf_modifying_row_count=False)
         ds.write_parquet(path, filesystem=fs)
         stage_cpu.update(stage_cpu_seconds(ds))

@@ -17,7 +17,8 @@ Columns between stages (N rows, model size S):
     status, kind, reason        str
     width, height               int32, the output size (source size after EXIF orientation)
     source_bytes                int64
-    l8                          binary, H*W bytes: full-resolution L * 255/100, row-major (b"" on error)
+    l8                          binary, H*W bytes: full-resolution L * 255/100, row-major (b"" on error, and
+                                with ``--full-res-l redecode``: the merge stage decodes the source again)
     small                       uint8 (N, S, S): l8 resized to the model size          [decode -> merge]
     ab8                         int8 (N, 2, S, S): predicted a/b in LAB units          [model -> merge]
     fg8                         uint8 (N, S, S): foreground probability * 255 or class id
@@ -39,8 +40,16 @@ from semcolor.core.colorizer import (
     mask_full_resolution,
     merge_full_resolution,
     prepare_l8,
+    rgb_to_l8,
 )
-from semcolor.core.decode import ERROR, OK, READ_ERROR, DataError, decode_image
+from semcolor.core.decode import (
+    DEFAULT_MAX_PIXELS,
+    ERROR,
+    OK,
+    READ_ERROR,
+    DataError,
+    decode_image,
+)
 from semcolor.core.encode import encode_mask, encode_rgb
 from semcolor.core.refine import DEFAULT_REFINE
 
@@ -50,10 +59,11 @@ WRITE_ERROR = "write_error"
 
 
 def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_threads: int = 8,
-                s3: storage.S3Options | None = None) -> dict[str, np.ndarray]:
+                s3: storage.S3Options | None = None, carry_l8: bool = True) -> dict[str, np.ndarray]:
     """Stage 1. In: ``key``, ``source``, ``output``, ``mask``, ``status``, ``kind``, ``reason`` (rows may
     arrive already failed, e.g. duplicate keys). Out: the stage columns of the module docstring up to ``small``.
-    ``s3``: the driver's S3 settings (workers may have started with another environment).
+    ``s3``: the driver's S3 settings (workers may have started with another environment). ``carry_l8`` False:
+    ``l8`` stays empty (the merge stage decodes the source again).
     """
     n = len(batch["key"])
     status = [str(s) for s in batch["status"]]
@@ -83,7 +93,8 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
             l8, small[i] = prepare_l8(rgb, size)
             del rgb
             height[i], width[i] = l8.shape
-            l8s[i] = l8.tobytes()
+            if carry_l8:
+                l8s[i] = l8.tobytes()
         except _RowFailed:
             status[i] = ERROR
         except DataError as exc:
@@ -151,11 +162,25 @@ class ColorizeActor:
         return batch
 
 
-def _encode_row(l8_bytes: bytes, height: int, width: int, small: np.ndarray, ab8: np.ndarray, fg8: np.ndarray,
-                fmt: str, quality: int, n_classes: int, refine: str, masks: bool) -> tuple[bytes, bytes]:
+def _redecode_l8(key: str, source: str, data: bytes | Exception, max_pixels: int, shape: tuple[int, int]
+                 ) -> np.ndarray:
+    """The full-resolution L of a source read again (the same steps as :func:`decode_rows`). Raises _StageError."""
+    if isinstance(data, Exception):
+        raise _StageError(READ_ERROR, f"cannot read {source} again: {type(data).__name__}: {data}")
+    try:
+        l8 = rgb_to_l8(decode_image(data, max_pixels=max_pixels, key=key))
+    except DataError as exc:
+        raise _StageError(exc.kind, f"on the second read: {exc.reason}") from exc
+    if l8.shape != shape:  # the source changed between the two reads
+        raise _StageError(DECODE_FAILED, f"{source} changed while the job ran: {l8.shape[::-1]} pixels, "
+                          f"was {shape[::-1]}")
+    return l8
+
+
+def _encode_row(l8: np.ndarray, small: np.ndarray, ab8: np.ndarray, fg8: np.ndarray, fmt: str, quality: int,
+                n_classes: int, refine: str, masks: bool) -> tuple[bytes, bytes]:
     """Merge and encode one row: (image bytes, mask bytes or b""). Raises _StageError."""
     try:
-        l8 = np.frombuffer(l8_bytes, dtype=np.uint8).reshape(height, width)
         image = encode_rgb(merge_full_resolution(l8, ab8, small, refine), fmt, quality)
         mask = encode_mask(mask_full_resolution(fg8, l8, n_classes, small, refine)) if masks else b""
     except Exception as exc:
@@ -185,12 +210,14 @@ class _StageError(Exception):
 
 def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_classes: int,
                        run_id: str, s3: storage.S3Options | None = None, refine: str = DEFAULT_REFINE,
-                       io_threads: int = 8) -> pa.Table:
+                       io_threads: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS) -> pa.Table:
     """Stage 3: full-resolution merge + encode + atomic write per ok row -> records (:data:`RECORD_SCHEMA`).
 
     Rows are merged and encoded one after another; their writes run on ``io_threads`` threads meanwhile (an
     object store answers each PUT after tens of milliseconds: the writes overlap the next rows' encoding and each
-    other). A row's record says ok only after its image (and mask) were written; failures become error records.
+    other). Rows that arrive without ``l8`` (``--full-res-l redecode``) read their source again on the same threads,
+    all at the start, and decode it (``max_pixels`` as in the decode stage). A row's record says ok only after its
+    image (and mask) were written; failures become error records.
     """
     n = len(batch["key"])
     status = [str(s) for s in batch["status"]]
@@ -203,12 +230,17 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
     finished = np.zeros(n, dtype=np.float64)
     writes: dict[int, Future] = {}
     with ThreadPoolExecutor(max_workers=max(1, io_threads)) as pool:
+        sources = [str(s) for s in batch["source"]]
+        rereads = {i: pool.submit(storage.read_bytes_or_error, sources[i], s3=s3) for i in range(n)
+                   if status[i] == OK and not len(batch["l8"][i])}
         for i in range(n):
             started = time.perf_counter()
             if status[i] == OK:
                 try:
-                    image, mask = _encode_row(batch["l8"][i], int(batch["height"][i]), int(batch["width"][i]),
-                                              batch["small"][i], batch["ab8"][i], batch["fg8"][i], fmt, quality,
+                    shape = (int(batch["height"][i]), int(batch["width"][i]))
+                    l8 = (_redecode_l8(str(batch["key"][i]), sources[i], rereads.pop(i).result(), max_pixels, shape)
+                          if i in rereads else np.frombuffer(batch["l8"][i], dtype=np.uint8).reshape(shape))
+                    image, mask = _encode_row(l8, batch["small"][i], batch["ab8"][i], batch["fg8"][i], fmt, quality,
                                               n_classes, refine, bool(masks[i]))
                     writes[i] = pool.submit(_write_row, str(outputs[i]), image, masks[i] or "", mask, s3)
                 except _StageError as exc:
