@@ -43,3 +43,25 @@ def test_chroma_beyond_the_table_is_clipped_and_out_is_filled_in_place():
         lab8_to_rgb(l8, ab[:, :2])
     with pytest.raises(ValueError, match="out"):
         lab8_to_rgb(l8, ab, out=np.zeros((5, 3, 3), np.uint8))
+
+
+def test_the_table_is_saved_once_then_mapped_and_kept_in_memory_where_the_cache_cannot_be_written(tmp_path,
+                                                                                                  monkeypatch):
+    from semcolor.core import lab_table as module
+
+    monkeypatch.setenv("SEMCOLOR_CACHE", str(tmp_path / "cache"))
+    module.lab_table.cache_clear()
+    try:
+        built = module.lab_table()
+        saved = list((tmp_path / "cache").glob("lab_table-*.npy"))
+        assert len(saved) == 1 and not list((tmp_path / "cache").glob("*.partial"))
+        module.lab_table.cache_clear()
+        mapped = module.lab_table()
+        assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+        np.testing.assert_array_equal(mapped, built)
+        (tmp_path / "blocked").write_bytes(b"")  # a file where the cache folder would go
+        monkeypatch.setenv("SEMCOLOR_CACHE", str(tmp_path / "blocked" / "cache"))
+        module.lab_table.cache_clear()
+        np.testing.assert_array_equal(module.lab_table(), built)
+    finally:
+        module.lab_table.cache_clear()

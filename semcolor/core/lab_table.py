@@ -3,8 +3,10 @@
 The merge's lightness is already quantized (``l8`` = L * 255/100, uint8) and its chroma is written as uint8 RGB,
 so the float conversion (:func:`semcolor.core.color.lab_to_rgb`: cube, 3x3 matrix, gamma power per pixel) can be
 tabulated once: every (l8, a, b) with a, b rounded to whole LAB units in [-128, 127] -> RGB (3 bytes), 256^3
-entries (48 MiB), built on first use in each process (about a second) from the float conversion itself, so the two
-agree exactly on whole-unit chroma. Rounding a and b to whole units moves a color by at most 0.71 LAB units
+entries (48 MiB), built (about a second) from the float conversion itself, so the two
+agree exactly on whole-unit chroma. The table is saved once per machine in the cache folder
+(:func:`semcolor.core.cache.cache_folder`) and mapped from there by every later process: the page cache then holds
+one copy for all of a node's workers, and none of them spends the second building it. Rounding a and b to whole units moves a color by at most 0.71 LAB units
 (below what the eye tells apart): about a third of an RGB level on average, more only where a channel of a
 saturated color nears 0 (the steep foot of the sRGB curve).
 
@@ -13,12 +15,17 @@ Arrays: ``l8`` uint8 (H, W); ``ab`` float or integer (2, H, W) in LAB units; res
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from semcolor.core import color
+from semcolor.core.cache import cache_folder
 
 L8_SCALE = 255.0 / 100.0
 """l8 units per L unit: l8 = L * L8_SCALE, uint8."""
@@ -29,7 +36,42 @@ AB_MIN, AB_MAX = -128, 127
 def lab_table() -> np.ndarray:
     """uint8 (256 * 256 * 256, 3): row ``((a + 128) << 16) | ((b + 128) << 8) | l8`` holds sRGB (R, G, B) from
     :func:`semcolor.core.color.lab_to_rgb`, rounded. Lightness varies fastest: neighbouring pixels share their
-    (smooth, upsampled) chroma and differ in lightness, so their rows lie close together in memory."""
+    (smooth, upsampled) chroma and differ in lightness, so their rows lie close together in memory.
+
+    Read-only, mapped from the cache folder when a saved copy is there (keyed by the source of the conversion and of
+    this module); otherwise built here and saved (atomically) for the next process, or only kept in memory when the
+    folder cannot be written."""
+    path = Path(cache_folder()) / f"lab_table-{_conversion_key()}.npy"
+    try:
+        table = np.load(path, mmap_mode="r")
+        if table.shape == (1 << 24, 3) and table.dtype == np.uint8:
+            return table
+    except (OSError, ValueError):
+        pass
+    table = build_lab_table()
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as f:
+            np.save(f, table)
+        os.replace(partial, path)
+    except OSError:  # a read-only or missing folder: this process keeps its own copy
+        with contextlib.suppress(OSError):
+            partial.unlink()
+    table.flags.writeable = False
+    return table
+
+
+def _conversion_key() -> str:
+    """A short hash of the code that defines the table's contents (this module and :mod:`semcolor.core.color`)."""
+    digest = hashlib.sha256()
+    for module in (color.__file__, __file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_lab_table() -> np.ndarray:
+    """The table of :func:`lab_table`, computed: uint8 (256 * 256 * 256, 3)."""
     levels = torch.arange(256, dtype=torch.float32)
     lightness = (levels / L8_SCALE)[None, :].expand(256, 256)
     table = np.empty((256, 256, 256, 3), np.uint8)  # (a, b, l8, RGB)
@@ -55,6 +97,5 @@ def lab8_to_rgb(l8: np.ndarray, ab: torch.Tensor | np.ndarray, out: np.ndarray |
     shifted = ab_t.to(torch.float32).add(-AB_MIN).clamp_(0, AB_MAX - AB_MIN).add_(0.5).floor_()  # a + 128, b + 128
     index = torch.add(shifted[1], shifted[0], alpha=256).mul_(256)
     index.add_(torch.from_numpy(l8.astype(np.float32)))  # a copy: l8 may be a read-only buffer
-    table = torch.from_numpy(lab_table())
-    torch.index_select(table, 0, index.to(torch.int64).view(-1), out=torch.from_numpy(out).view(-1, 3))
+    np.take(lab_table(), index.to(torch.int64).view(-1).numpy(), axis=0, out=out.reshape(-1, 3))
     return out

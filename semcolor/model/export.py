@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from semcolor import __version__
 from semcolor.core import storage
+from semcolor.core.cache import CACHE_ENV, cache_folder  # noqa: F401 (CACHE_ENV: part of this API)
 from semcolor.model.config import ModelConfig
 from semcolor.model.inference import l8_to_input, load_torch_predictor, quantize_outputs
 from semcolor.model.onnx_predictor import (
@@ -59,8 +60,6 @@ FG_TOLERANCE = 1
 """Largest |fg8 difference|: probability levels (of 255), or class ids."""
 MAX_DIFFERING_SHARE = 0.01
 """Largest share of ab8 / fg8 values that may differ at all."""
-CACHE_ENV = "SEMCOLOR_CACHE"
-"""Folder for exports made at actor start (default ``$XDG_CACHE_HOME/semcolor`` or ``~/.cache/semcolor``)."""
 
 
 class ExportError(ValueError):
@@ -245,12 +244,6 @@ def export_checkpoint(checkpoint: str, out: str, threads: int | None = None) -> 
 
 
 # ---------------------------------------------------------------- the cache of exports made at actor start
-
-
-def cache_folder(cache_dir: str | None = None) -> str:
-    """Local folder of cached exports: ``cache_dir``, else ``$SEMCOLOR_CACHE``, else the user's cache folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return cache_dir or os.environ.get(CACHE_ENV) or os.path.join(base, "semcolor")
 
 
 def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
