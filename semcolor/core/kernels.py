@@ -8,8 +8,9 @@ Every loop evaluates, per output pixel (y, x) and channel c, the affine map of t
 (align_corners=False) does. What the loops do with the value: keep it (float maps), look up sRGB in the LAB table
 (the color merge), or threshold it (binary masks).
 
-Compiled with numba (nopython, single thread, results cached next to this module): about 4 ns per pixel on one
-core, three times the vectorised torch path with its dozen passes over memory.
+Compiled with numba (nopython, single thread, cached on disk next to this module): about 4 ns per pixel on one
+core; the whole 12-MP merge is 2-2.5x faster than the vectorised torch path it replaced (about fifteen passes over
+memory per band of rows).
 """
 
 from __future__ import annotations
