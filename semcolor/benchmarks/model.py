@@ -2,8 +2,13 @@
 
 Measured: parameter count and GFLOPs per ``--size`` image (counted, not timed), and images/s of eval-mode forward
 passes on random input at (batch, 1, size, size), weights=None, ``--threads`` torch threads, batch 1 and 16, for
-at least 3 s after one warm-up pass. No ratios: absolute rates on a shared machine move with its load (the JSON
-records it). Prints a table, writes ``OUT/model.json`` (with the environment block of
+at least 3 s after one warm-up pass. Absolute rates on a shared machine move with its load (the JSON records it).
+
+``backends``: the unet's model-only images/s through :meth:`Colorizer.predict` (uint8 L in, int8 AB + mask out:
+the call the bulk actors and the Serve replica make) with each inference backend (torch; onnxruntime on the
+verified export), at ``--threads`` threads and at 1 thread (the bulk job's actors on a small machine), batch 1 and
+16; the backends alternate per cell and ``onnxruntime_over_torch`` is the ratio within the cell, the figure the CPU
+default follows. Prints tables, writes ``OUT/model.json`` (with the environment block of
 :mod:`semcolor.benchmarks._report`).
 """
 
@@ -52,9 +57,43 @@ def model_info(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (1,
     return rows
 
 
+def backend_rows(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (1, 16), seconds: float = 6.0
+                 ) -> list[dict]:
+    """Model-only images/s of the unet by backend, per (threads, batch) cell, the backends measured back to back."""
+    import tempfile
+
+    from semcolor.benchmarks.colorize import model_bound
+    from semcolor.model import checkpoint
+    from semcolor.model.config import BACKENDS
+    from semcolor.model.inference import load_colorizer
+
+    previous = torch.get_num_threads()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="semcolor-bench-model-") as work:
+        torch.manual_seed(0)
+        config = ModelConfig(arch="unet", input_size=size)
+        ckpt = checkpoint.save(build_model(config), config, f"{work}/unet")
+        try:
+            for t in sorted({threads, 1}, reverse=True):
+                torch.set_num_threads(t)
+                colorizers = {b: load_colorizer(ckpt, device="cpu", size=size, backend=b, threads=t) for b in BACKENDS}
+                for batch in batches:
+                    row: dict = {"threads": t, "batch": batch}
+                    for backend, colorizer in colorizers.items():
+                        row[f"{backend}_img_per_s"] = model_bound(colorizer, batch, seconds)["images_per_s"]
+                    row["onnxruntime_over_torch"] = row["onnxruntime_img_per_s"] / row["torch_img_per_s"]
+                    rows.append(row)
+        finally:
+            torch.set_num_threads(previous)
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the table and write ``OUT/model.json``."""
+    """Print the tables and write ``OUT/model.json``."""
     rows = model_info(args.size, args.threads)
     print_table(rows)
-    write_result(args.out, "model", {"size": args.size, "threads": args.threads, "rows": rows})
+    backends = backend_rows(args.size, args.threads)
+    print_table(backends)
+    write_result(args.out, "model", {"size": args.size, "threads": args.threads, "rows": rows,
+                                     "backends": backends})
     return 0
