@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from semcolor.cli import main
+from semcolor.core.cache import CACHE_ENV
 from semcolor.core.colorizer import Colorizer
 from semcolor.model import checkpoint, export
 from semcolor.model.config import ModelConfig
@@ -191,7 +192,7 @@ def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path
         Path(out).write_bytes(Path(exported["bins"]).read_bytes())
 
     monkeypatch.setattr(export, "export_checkpoint", fake_export)
-    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     first = load_predictor(checkpoints["bins"], device="cpu", backend="onnxruntime", size=96, threads=1)
     second = load_predictor(checkpoints["bins"], device="cpu", backend="onnxruntime")
     assert isinstance(first, OnnxPredictor) and calls == [checkpoints["bins"]]  # exported once, then reused
@@ -239,7 +240,7 @@ def test_bulk_onnxruntime_backend_matches_torch(ray_local, checkpoints, tmp_path
     and colorizes within tolerance of the torch backend's outputs."""
     from semcolor.bulk.job import colorize
 
-    monkeypatch.setenv("SEMCOLOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     src = tmp_path / "src"
     src.mkdir()
     sizes = {"a": (97, 131), "b": (64, 64), "c": (40, 210)}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from semcolor.core import color
+from semcolor.core.cache import CACHE_ENV
 from semcolor.core.lab_table import L8_SCALE, lab8_to_rgb
 
 
@@ -49,7 +50,7 @@ def test_the_table_is_saved_once_then_mapped_and_kept_in_memory_where_the_cache_
                                                                                                   monkeypatch):
     from semcolor.core import lab_table as module
 
-    monkeypatch.setenv("SEMCOLOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     module.lab_table.cache_clear()
     try:
         built = module.lab_table()
@@ -60,7 +61,7 @@ def test_the_table_is_saved_once_then_mapped_and_kept_in_memory_where_the_cache_
         assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
         np.testing.assert_array_equal(mapped, built)
         (tmp_path / "blocked").write_bytes(b"")  # a file where the cache folder would go
-        monkeypatch.setenv("SEMCOLOR_CACHE", str(tmp_path / "blocked" / "cache"))
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "blocked" / "cache"))
         module.lab_table.cache_clear()
         np.testing.assert_array_equal(module.lab_table(), built)
     finally:

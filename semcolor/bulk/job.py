@@ -42,6 +42,7 @@ from semcolor.bulk.records import (
     record_files,
 )
 from semcolor.core import storage
+from semcolor.core.cache import CACHE_ENV
 from semcolor.core.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, OK
 from semcolor.core.encode import check_quality, extension_of
 from semcolor.core.refine import check_refine, refine_option
@@ -339,8 +340,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
     s3 = storage.s3_options_for([config.dst, *todo["source"].to_pylist()])
     actor_env = storage_env([config.checkpoint])
-    if config.backend == "onnxruntime" and os.environ.get("SEMCOLOR_CACHE"):  # where actors cache their export
-        actor_env["SEMCOLOR_CACHE"] = os.environ["SEMCOLOR_CACHE"]
+    if config.backend == "onnxruntime" and os.environ.get(CACHE_ENV):  # where actors cache their export
+        actor_env[CACHE_ENV] = os.environ[CACHE_ENV]
     gpus = config.gpus_per_actor
     threads = config.threads_per_actor
     if threads is None and gpus == 0:

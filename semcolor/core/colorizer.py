@@ -22,7 +22,7 @@ from semcolor.core import refine as refine_maps
 from semcolor.core.lab_table import AB_MIN, L8_SCALE, lab_table
 from semcolor.core.refine import DEFAULT_REFINE
 
-MERGE_CHUNK_PIXELS = 1 << 18  # RGB -> L in row bands of about 0.25 MP: bounded memory, warm caches
+L_BAND_PIXELS = 1 << 18  # RGB -> L in row bands of about 0.25 MP: bounded memory, warm caches
 
 
 def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +58,7 @@ def rgb_to_l8(rgb: np.ndarray) -> np.ndarray:
 
     CIELAB L depends on luminance Y only, so it is computed with per-channel lookup tables (sRGB
     linearisation x the Y row of the sRGB->XYZ matrix) and a cube root in float32, in row bands of
-    about MERGE_CHUNK_PIXELS: the same formula as :func:`semcolor.core.color.rgb_to_lab`, ~25x faster
+    about L_BAND_PIXELS: the same formula as :func:`semcolor.core.color.rgb_to_lab`, ~25x faster
     than the general LAB path on CPU. Gray input is a single table lookup.
     """
     if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or (rgb.ndim == 3 and rgb.shape[2] != 3):
@@ -66,7 +66,7 @@ def rgb_to_l8(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim == 2:
         return _GRAY_L8[rgb]
     out = np.empty(rgb.shape[:2], dtype=np.uint8)
-    rows = max(1, MERGE_CHUNK_PIXELS // max(1, rgb.shape[1]))
+    rows = max(1, L_BAND_PIXELS // max(1, rgb.shape[1]))
     for top in range(0, rgb.shape[0], rows):
         out[top:top + rows] = _rgb_band_to_l8(rgb[top:top + rows])
     return out

@@ -3,10 +3,10 @@
 The merge's lightness is already quantized (``l8`` = L * 255/100, uint8) and its chroma is written as uint8 RGB,
 so the float conversion (:func:`semcolor.core.color.lab_to_rgb`: cube, 3x3 matrix, gamma power per pixel) can be
 tabulated once: every (l8, a, b) with a, b rounded to whole LAB units in [-128, 127] -> RGB (3 bytes), 256^3
-entries (48 MiB), built (about a second) from the float conversion itself, so the two
-agree exactly on whole-unit chroma. The table is saved once per machine in the cache folder
-(:func:`semcolor.core.cache.cache_folder`) and mapped from there by every later process: the page cache then holds
-one copy for all of a node's workers, and none of them spends the second building it. Rounding a and b to whole units moves a color by at most 0.71 LAB units
+entries (48 MiB), built (about a second) from the float conversion itself, so the two agree exactly on whole-unit
+chroma. The table is saved once per machine in the cache folder (:func:`semcolor.core.cache.cache_folder`) and
+mapped from there by every later process: the page cache then holds one copy for all of a node's workers, and none
+of them spends the second building it. Rounding a and b to whole units moves a color by at most 0.71 LAB units
 (below what the eye tells apart): about a third of an RGB level on average, more only where a channel of a
 saturated color nears 0 (the steep foot of the sRGB curve).
 

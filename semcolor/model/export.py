@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from semcolor import __version__
 from semcolor.core import storage
-from semcolor.core.cache import CACHE_ENV, cache_folder  # noqa: F401 (CACHE_ENV: part of this API)
+from semcolor.core.cache import cache_folder
 from semcolor.model.config import ModelConfig
 from semcolor.model.inference import l8_to_input, load_torch_predictor, quantize_outputs
 from semcolor.model.onnx_predictor import (
