@@ -8,7 +8,7 @@ from PIL import Image
 
 from semcolor.bulk import stages
 from semcolor.core import storage
-from semcolor.core.colorizer import rgb_to_l8
+from semcolor.core.lightness import rgb_to_l8
 
 SIZE = 16
 

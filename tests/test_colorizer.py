@@ -2,17 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
 from semcolor.core import kernels
 from semcolor.core import refine as refine_maps
-from semcolor.core.colorizer import (
-    mask_full_resolution,
-    merge_full_resolution,
-    resize_l8,
-    rgb_to_l8,
-)
+from semcolor.core.colorizer import mask_full_resolution, merge_full_resolution
 from semcolor.core.lab_table import lab_table
+from semcolor.core.lightness import resize_l8, rgb_to_l8
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.inference import load_colorizer
@@ -44,7 +39,7 @@ def test_merge_looks_up_the_table_at_the_upsampled_chroma_rounded_half_up(refine
     rng = np.random.default_rng(1)
     l8 = rng.integers(0, 256, (64, 40), dtype=np.uint8)
     ab = rng.integers(-127, 127, (2, 8, 8)).astype(np.int8)  # saturated
-    rows = refine_maps.row_maps(torch.from_numpy(ab.astype(np.float32)), l8, None, refine, offset=128.0)
+    rows = refine_maps.row_maps(ab.astype(np.float32), l8, None, refine, offset=128.0)
     shifted = np.empty((2, *l8.shape), np.float32)
     kernels.affine_rows(rows.wide, rows.y0, rows.weight, l8, shifted)
     a, b = np.floor(np.clip(shifted, 0, 255) + np.float32(0.5)).astype(np.int64)

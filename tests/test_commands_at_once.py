@@ -59,7 +59,7 @@ def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(
         Image.new("RGB", (40 + i, 30), (90, 120 + 20 * i, 60)).save(tmp_path / "src" / f"a{i}.png")
     port = free_port()
     serve = _command(parent, "serve", "--checkpoint", ckpt, "--port", str(port), "--num-cpus", "1",
-                     "--cpus-per-replica", "0.5")
+                     "--cpus-per-replica", "0.5", "--backend", "torch")  # torch: no export in this test's time
     colorize = None
     try:
         deadline = time.monotonic() + 180
@@ -69,7 +69,7 @@ def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(
             time.sleep(0.5)
 
         colorize = _command(parent, "colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
-                            "--num-cpus", "1")
+                            "--num-cpus", "1", "--backend", "torch")
         out, err = colorize.communicate(timeout=300)
         assert colorize.returncode == 0, err[-3000:]
         assert "done 3, skipped 0, failed 0" in out, out[-2000:]

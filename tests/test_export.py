@@ -23,15 +23,11 @@ from PIL import Image
 from semcolor.cli import main
 from semcolor.core.cache import CACHE_ENV
 from semcolor.core.colorizer import Colorizer
+from semcolor.core.lab_table import lab_table
 from semcolor.model import checkpoint, export
 from semcolor.model.config import ModelConfig
 from semcolor.model.export import ExportError, export_checkpoint
-from semcolor.model.inference import (
-    TorchPredictor,
-    load_predictor,
-    load_torch_predictor,
-    resolve_backend,
-)
+from semcolor.model.inference import load_predictor, resolve_backend
 from semcolor.model.network import build_model
 from semcolor.model.onnx_predictor import (
     META_CONFIG,
@@ -39,6 +35,7 @@ from semcolor.model.onnx_predictor import (
     OnnxPredictor,
     load_onnx_predictor,
 )
+from semcolor.model.torch_predictor import TorchPredictor, load_torch_predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1
@@ -176,12 +173,14 @@ def test_onnxruntime_colorizer_matches_torch_and_reruns_byte_identical(checkpoin
 
 
 def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path, monkeypatch):
-    """CUDA nodes run torch whatever was asked; a checkpoint on onnxruntime is exported once into the cache (the
-    export is faked here by copying the verified file) and reused; a .onnx file wants backend onnxruntime."""
-    assert resolve_backend("onnxruntime", torch.device("cuda")) == "torch"
-    assert resolve_backend("onnxruntime", torch.device("cpu")) == "onnxruntime"
+    """CUDA runs torch whatever was asked, auto means onnxruntime on CPU; a checkpoint on onnxruntime is exported
+    once into the cache (the export is faked here by copying the verified file) and reused; a .onnx file refuses
+    backend torch."""
+    assert resolve_backend("onnxruntime", "cuda") == resolve_backend("auto", "cuda:1") == "torch"
+    assert resolve_backend("onnxruntime", "cpu") == resolve_backend("auto", "cpu") == "onnxruntime"
+    assert resolve_backend("torch", "cpu") == "torch"
     with pytest.raises(ValueError, match="supported"):
-        resolve_backend("tensorrt", torch.device("cpu"))
+        resolve_backend("tensorrt", "cpu")
     with pytest.raises(ValueError, match="backend onnxruntime"):
         load_predictor(exported["bins"], device="cpu", backend="torch")
 
@@ -194,11 +193,50 @@ def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path
     monkeypatch.setattr(export, "export_checkpoint", fake_export)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     first = load_predictor(checkpoints["bins"], device="cpu", backend="onnxruntime", size=96, threads=1)
-    second = load_predictor(checkpoints["bins"], device="cpu", backend="onnxruntime")
+    second = load_predictor(checkpoints["bins"], device="cpu", backend="auto")
     assert isinstance(first, OnnxPredictor) and calls == [checkpoints["bins"]]  # exported once, then reused
-    assert first.source == second.source and first.source.startswith(str(tmp_path / "cache" / "onnx"))
+    assert isinstance(second, OnnxPredictor) and first.source == second.source
+    assert first.source.startswith(str(tmp_path / "cache" / "onnx"))
     assert (first.size, second.size) == (96, 64)
-    assert isinstance(load_predictor(checkpoints["bins"], device="cpu"), TorchPredictor)  # torch stays the default
+    assert isinstance(load_predictor(checkpoints["bins"], device="cpu"), TorchPredictor)  # the library's default
+    assert isinstance(load_predictor(exported["bins"], device="cpu", backend="auto"), OnnxPredictor)  # a .onnx file
+
+
+def test_a_cpu_actor_on_onnxruntime_and_the_cpu_stages_run_without_torch(checkpoints, exported, tmp_path,
+                                                                          monkeypatch):
+    """The bulk job's CPU path imports no torch: with the export and the LAB table cached, a model actor (backend auto, device cpu)
+    loads and predicts, and the decode and merge stages run, in a process where importing torch fails."""
+    cache = tmp_path / "cache"
+    assert Path(load_onnx_predictor(checkpoints["bins"], cache_dir=str(cache)).source).is_file()  # cached export
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    lab_table.cache_clear()
+    lab_table()  # saved in the cache, as the bulk job's driver does before its workers start
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now raises ImportError
+import io, os
+import numpy as np
+from PIL import Image
+os.environ[{CACHE_ENV!r}] = {str(cache)!r}
+from semcolor.bulk.stages import ColorizeActor, decode_rows, merge_encode_write
+buf = io.BytesIO()
+Image.new("RGB", (90, 70), (200, 120, 40)).save(buf, format="PNG")
+open("a.png", "wb").write(buf.getvalue())
+batch = {{"key": np.array(["a"], object), "source": np.array([os.path.abspath("a.png")], object),
+         "output": np.array([os.path.abspath("a_out.png")], object), "mask": np.array([os.path.abspath("a_mask.png")],
+         object), "status": np.array(["ok"], object), "kind": np.array([""], object),
+         "reason": np.array([""], object)}}
+rows = decode_rows(batch, size=64, max_pixels=10**8)
+actor = ColorizeActor({checkpoints["bins"]!r}, size=64, device="cpu", threads=1, backend="auto")
+rows = actor(rows)
+records = merge_encode_write(rows, "png", 90, 2, "run")
+assert records["status"].to_pylist() == ["ok"], records.to_pylist()
+print(actor.colorizer.predictor.describe()["backend"], Image.open("a_out.png").size)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["onnxruntime", "(90,", "70)"]
 
 
 def _readme_example() -> str:

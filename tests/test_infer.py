@@ -23,8 +23,8 @@ from PIL import Image
 from semcolor.bulk.job import drop_done, plan_inputs
 from semcolor.bulk.records import RECORD_SCHEMA, latest_by_key, ok_counts, read_records
 from semcolor.core import storage
-from semcolor.core.colorizer import rgb_to_l8
 from semcolor.core.encode import encode_mask, encode_rgb
+from semcolor.core.lightness import rgb_to_l8
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.network import build_model

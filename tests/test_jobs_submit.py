@@ -243,7 +243,7 @@ def test_colorize_job_joins_the_cluster(ray_head: Head, tmp_path: Path):
     t0 = time.monotonic()
     info, logs = _wait(ray_head, _start(ray_head, [
         "jobs/colorize.py", str(src), str(dst), "--checkpoint", str(ckpt), "--batch-size", "4",
-        "--actors", "1", "--masks"]), timeout=480)
+        "--actors", "1", "--masks", "--backend", "torch"]), timeout=480)
     print(f"colorize job: {time.monotonic() - t0:.1f} s")
     assert _job_actor_classes(ray_head, info), "the job ran no actors on the cluster it was submitted to"
     # the uploaded working_dir held the package but not the checkout's local state

@@ -196,7 +196,7 @@ def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix
     keys = _scans(src, 32)
 
     proc = _semcolor("colorize", src, dst, "--checkpoint", ckpt, "--address", c.address, "--actors", "1:2",
-                     "--batch-size", "2", "--masks", "--shared-path")
+                     "--batch-size", "2", "--masks", "--shared-path", "--backend", "torch")
     _wait_until(lambda: storage.exists(dst) and read_records(dst).num_rows >= 2, 240, "records", proc)
     lost = _node_hosting(workers, "MapWorker") or workers[0]  # a node with a model actor, if one has it
     out, err = _lose_node_midway(c, lost, proc)
@@ -204,7 +204,7 @@ def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix
     assert ok_counts(read_records(dst)) == {k: 1 for k in keys}  # every key recorded exactly once
 
     single = storage.join(s3_prefix, "single")
-    summary = colorize(src, single, ckpt, batch_size=2, masks=True)
+    summary = colorize(src, single, ckpt, batch_size=2, masks=True, backend="torch")
     assert (summary.done, summary.failed) == (len(keys), 0)
     assert _outputs(dst) == _outputs(single)  # byte-identical to one node's run
 
@@ -285,7 +285,7 @@ def test_serve_keeps_answering_when_a_replica_node_is_lost(cluster, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _semcolor("serve", "--checkpoint", ckpt, "--address", c.address, "--replicas", "2", "--port", str(port),
-                     "--proxy-location", "HeadOnly", "--shared-path")
+                     "--proxy-location", "HeadOnly", "--shared-path", "--backend", "torch")
     try:
         answered: set[str] = set()  # nodes whose replica answered /stats (each call reaches one replica)
 

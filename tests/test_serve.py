@@ -195,8 +195,9 @@ def base_url(ray_local, tmp_path_factory) -> Iterator[str]:
     prior = torch.exp(-bins.square().sum(dim=1) / (2 * 15.0**2))
     model.color_head.set_color_space(bins, prior / prior.sum())
     checkpoint.save(model, config, ckpt)
-    with served("--checkpoint", ckpt, "--max-batch-size", "8", "--batch-wait-timeout", "0.05",
-                "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS)) as url:
+    # torch: the routes do not depend on the backend (test_export serves the same routes on onnxruntime)
+    with served("--checkpoint", ckpt, "--backend", "torch", "--max-batch-size", "8", "--batch-wait-timeout",
+                "0.05", "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS)) as url:
         yield url
 
 

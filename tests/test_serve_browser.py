@@ -45,7 +45,7 @@ def page_url(chromium_path, ray_local, tmp_path_factory) -> Iterator[str]:
     checkpoint.save(build_model(config), config, ckpt)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"checkpoint": ckpt, "max_batch_size": 4}), name=APP, route_prefix="/")
+    serve.run(build_app({"checkpoint": ckpt, "max_batch_size": 4, "backend": "torch"}), name=APP, route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -7,6 +7,7 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
+from semcolor.model.config import BACKENDS
 from semcolor.options import option
 
 BENCHMARKS = ("model", "data", "colorize", "train", "serve", "quality", "plan")
@@ -25,6 +26,8 @@ class BenchOptions:
     size: int = option(256, help="model resolution in pixels")
     batch_size: int = option(16, help="images per model batch")
     threads: int = option(2, help="torch threads (the machine's share the benchmark may use)")
+    backend: str = option("auto", choices=BACKENDS, help="colorize: the inference backend of the model-only bound and "
+                          "of the pipeline's actors (auto = onnxruntime on CPU, as `semcolor colorize` runs)")
     work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
                               "a temporary folder, removed at the end)")
     rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "

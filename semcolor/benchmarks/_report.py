@@ -77,14 +77,13 @@ def stage_seconds(colorizer: "Colorizer", encoded: bytes, reps: int) -> dict[str
     and merged with the full-resolution L, with random chroma), ``encode`` (PNG); and, on their own, the
     upsampling of AB and the mask probability (3 maps) to full resolution: ``refine_guided``, ``refine_bilinear``."""
     import numpy as np
-    import torch
 
     from semcolor.core import refine
     from semcolor.core.decode import decode_image
     from semcolor.core.encode import encode_rgb
 
     ab8 = np.random.default_rng(0).integers(-40, 40, (2, colorizer.size, colorizer.size)).astype(np.int8)
-    maps = torch.from_numpy(np.concatenate([ab8, np.zeros_like(ab8[:1])]).astype(np.float32))
+    maps = np.concatenate([ab8, np.zeros_like(ab8[:1])]).astype(np.float32)
     times: dict[str, list[float]] = {"decode": [], "preprocess": [], "merge": [], "encode": [],
                                      "refine_guided": [], "refine_bilinear": []}
     for _ in range(reps):

@@ -3,8 +3,9 @@
 Measured with one random-init model (weights=None; speed does not depend on the weights) at ``--size``:
 
 - ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
-  ``--batch-size`` with ``--threads`` torch threads in all, the better of one process with T threads and T
-  concurrent 1-thread processes: what the pipeline cannot beat on this machine. Measured before and after
+  ``--batch-size`` with ``--threads`` threads in all, on ``--backend`` (the pipeline's actors run the same), the
+  better of one process with T threads and T concurrent 1-thread processes: what the pipeline cannot beat on this
+  machine. Measured before and after
   every other measure.
 - ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
   (read+decode+full-res L+resize; AB upsample + LAB->RGB at full resolution; PNG encode).
@@ -61,9 +62,10 @@ from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.bulk.records import read_records
 from semcolor.core import storage
-from semcolor.core.colorizer import Colorizer, merge_full_resolution, prepare_l8
+from semcolor.core.colorizer import Colorizer, merge_full_resolution
 from semcolor.core.decode import decode_image
 from semcolor.core.encode import encode_rgb
+from semcolor.core.lightness import prepare_l8
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.inference import load_colorizer
@@ -97,10 +99,11 @@ def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict
             "cpu_s_per_image": (time.process_time() - cpu) / n, "load": _load()}
 
 
-def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: float, barrier, results) -> None:
+def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: float, backend: str, barrier,
+                   results) -> None:
     """One process of :func:`model_bound_processes` (module level: spawned processes import it)."""
     torch.set_num_threads(threads)
-    colorizer = load_colorizer(ckpt, device="cpu", size=size)
+    colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=backend, threads=threads)
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
     colorizer.predict(x)
     barrier.wait()
@@ -111,14 +114,15 @@ def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: floa
     results.put((n, time.perf_counter() - start, time.process_time() - cpu))
 
 
-def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, seconds: float = 10.0) -> dict:
+def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, seconds: float = 10.0,
+                          backend: str = "auto") -> dict:
     """Model-only images/s of ``processes`` concurrent 1-thread processes (the same total threads as one
     process with ``processes`` threads), and their CPU seconds per image."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, 1, seconds, barrier, results))
+    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, 1, seconds, backend, barrier, results))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
@@ -204,7 +208,8 @@ STEADY = "steady = rows finished between the 10th and 90th percentile of finish 
 (it leaves out the start-up before the first 10 % and the tail after the last 10 %)."""
 
 
-def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int) -> dict:
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int, backend: str
+              ) -> dict:
     """One colorize run; end-to-end and steady images/s (:data:`STEADY`), per-quarter rates, object-store
     bytes/row, CPU seconds per image of the whole Ray on this host + driver (None, with the reason in
     ``cpu_scope``, when Ray's processes cannot all be found here) and per stage."""
@@ -215,7 +220,7 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
     if sampler is not None:
         sampler.start()
     summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors),
-                       threads_per_actor=threads // actors)
+                       threads_per_actor=threads // actors, backend=backend)
     cpu = sampler.stop() if sampler is not None else None
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
@@ -269,7 +274,7 @@ def _print_table(result: dict) -> None:
         rows.append((f"  {STEADY}", p["steady_p10_p90_images_per_s"], p["steady_p10_p90_per_bound"],
                      p["steady_p10_p90_per_naive"]))
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
-          f"at {result['size']} px, {result['ray_cpus']:g} Ray CPUs")
+          f"at {result['size']} px on {result['backend']}, {result['ray_cpus']:g} Ray CPUs")
     print("/bound: images/s over the mean of the bounds measured just before and after that measure; "
           "/naive: over the naive loop's images/s")
     print(f"{'measure':<80} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
@@ -369,10 +374,11 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
-        colorizer = load_colorizer(ckpt, device="cpu", size=args.size)
+        colorizer = load_colorizer(ckpt, device="cpu", size=args.size, backend=args.backend, threads=args.threads)
         torch.set_num_threads(args.threads)
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
                         "batch_size": args.batch_size, "threads": args.threads,
+                        "backend": colorizer.predictor.describe()["backend"],
                         "definitions": {
                             "steady_p10_p90": f"{STEADY}: their count over the time between those finish times",
                             "per_bound": "images/s over the mean of the model-only bounds measured just before and "
@@ -389,7 +395,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"measuring the model-only bound ({label}) ...", flush=True)
             torch.set_num_threads(args.threads)
             threads = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
-            procs = model_bound_processes(ckpt, args.size, args.batch_size, args.threads, seconds=BOUND_SECONDS)
+            procs = model_bound_processes(ckpt, args.size, args.batch_size, args.threads, seconds=BOUND_SECONDS,
+                                          backend=args.backend)
             best = max((threads, procs), key=lambda r: r["images_per_s"])
             bounds.append({"when": label, "images_per_s": best["images_per_s"],
                            "cpu_s_per_image": best["cpu_s_per_image"], "one_process": threads,
@@ -419,7 +426,8 @@ def run(args: argparse.Namespace) -> int:
         for name, actors in layouts.items():
             print(f"measuring the pipeline local -> local, {actors} actor(s) x {args.threads // actors} "
                   "thread(s) ...", flush=True)
-            result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors)
+            result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors,
+                                     args.backend)
             after = bound(f"after {name}")
             around[name], before = (before + after) / 2, after
         best_actors = max(layouts.items(),
@@ -434,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
                 moto_cpu = cpu_seconds(moto_pid)
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads, best_actors)
+                                                  args.threads, best_actors, args.backend)
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
                     (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 b4 = bound("after pipeline s3")
@@ -444,7 +452,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"measuring the pipeline s3 -> s3 with {S3_LATENCY_S * 1e3:.0f} ms per request ...",
                           flush=True)
                     result["pipeline_s3_latency"] = _pipeline(prefix, f"s3://{BUCKET}/out_latency", ckpt, args.size,
-                                                              args.batch_size, args.threads, best_actors)
+                                                              args.batch_size, args.threads, best_actors, args.backend)
                     result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
                 around["pipeline_s3_latency"] = (b4 + bound("after pipeline s3 latency")) / 2
         result["bounds"] = bounds

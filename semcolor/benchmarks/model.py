@@ -64,7 +64,7 @@ def backend_rows(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (
 
     from semcolor.benchmarks.colorize import model_bound
     from semcolor.model import checkpoint
-    from semcolor.model.config import BACKENDS
+    from semcolor.model.config import ENGINES
     from semcolor.model.inference import load_colorizer
 
     previous = torch.get_num_threads()
@@ -76,7 +76,8 @@ def backend_rows(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (
         try:
             for t in sorted({threads, 1}, reverse=True):
                 torch.set_num_threads(t)
-                colorizers = {b: load_colorizer(ckpt, device="cpu", size=size, backend=b, threads=t) for b in BACKENDS}
+                colorizers = {b: load_colorizer(ckpt, device="cpu", size=size, backend=b, threads=t)
+                              for b in ENGINES}
                 for batch in batches:
                     row: dict = {"threads": t, "batch": batch}
                     for backend, colorizer in colorizers.items():

@@ -321,9 +321,11 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     import ray.data
 
     from semcolor.bulk.stages import ColorizeActor, decode_rows, merge_encode_write
+    from semcolor.core.lab_table import lab_table
     from semcolor.model.inference import model_config_of
 
     model_config = model_config_of(config.checkpoint)  # a checkpoint directory or a .onnx file
+    lab_table()  # built once per machine (with torch, ~1 s) and cached: this node's merge workers map it, torch-free
     size = int(config.size or model_config.input_size)
     compute, max_actors = _actor_pool(config.actor_range)
 
@@ -340,7 +342,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
     s3 = storage.s3_options_for([config.dst, *todo["source"].to_pylist()])
     actor_env = storage_env([config.checkpoint])
-    if config.backend == "onnxruntime" and os.environ.get(CACHE_ENV):  # where actors cache their export
+    if config.backend != "torch" and os.environ.get(CACHE_ENV):  # where actors cache their export
         actor_env[CACHE_ENV] = os.environ[CACHE_ENV]
     gpus = config.gpus_per_actor
     threads = config.threads_per_actor

@@ -36,12 +36,7 @@ import pyarrow as pa
 
 from semcolor.bulk.records import RECORD_SCHEMA
 from semcolor.core import storage
-from semcolor.core.colorizer import (
-    mask_full_resolution,
-    merge_full_resolution,
-    prepare_l8,
-    rgb_to_l8,
-)
+from semcolor.core.colorizer import mask_full_resolution, merge_full_resolution
 from semcolor.core.decode import (
     DEFAULT_MAX_PIXELS,
     ERROR,
@@ -51,6 +46,7 @@ from semcolor.core.decode import (
     decode_image,
 )
 from semcolor.core.encode import encode_mask, encode_rgb
+from semcolor.core.lightness import prepare_l8, rgb_to_l8
 from semcolor.core.refine import DEFAULT_REFINE
 
 DECODE_FAILED = "decode_failed"
@@ -72,8 +68,8 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     sources = [str(s) for s in batch["source"]]
     todo = [i for i in range(n) if status[i] == OK]
     with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(todo) or 1))) as pool:
-        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), storage.read_bytes_or_error(sources[i], s3=s3), time.perf_counter()),
-                                        todo)))
+        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), storage.read_bytes_or_error(sources[i], s3=s3),
+                                                   time.perf_counter()), todo)))
     small = np.zeros((n, size, size), dtype=np.uint8)
     l8s: list[bytes] = [b""] * n
     width = np.zeros(n, dtype=np.int32)
@@ -121,16 +117,15 @@ class ColorizeActor:
     """Stage 2: loads :class:`semcolor.core.colorizer.Colorizer` once per actor; ``small`` -> ``ab8``, ``fg8``.
 
     ``threads``: torch (or onnxruntime) intra-op threads for this actor (CPU inference); ``vividness``: see
-    :meth:`semcolor.core.colorizer.Colorizer.predict`; ``backend``: torch or onnxruntime, resolved on the actor's
-    node (:func:`semcolor.model.inference.load_predictor`). Inference is deterministic
+    :meth:`semcolor.core.colorizer.Colorizer.predict`; ``backend``: auto, torch or onnxruntime, resolved on the
+    actor's node (:func:`semcolor.model.inference.resolve_backend`: onnxruntime on CPU for auto; then the actor
+    never imports torch once the node has the export cached). Inference is deterministic
     (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
     """
 
     def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
-                 vividness: float | None = None, backend: str = "torch") -> None:
-        import torch
-
-        from semcolor.model.inference import load_colorizer, make_deterministic
+                 vividness: float | None = None, backend: str = "auto") -> None:
+        from semcolor.model.inference import load_colorizer, resolve_backend
 
         if device == "cuda":  # a node can declare a GPU it cannot use: say so here, not deep in torch
             from semcolor.ray_env import cuda_problem
@@ -138,9 +133,14 @@ class ColorizeActor:
             problem = cuda_problem("--gpus-per-actor")
             if problem:
                 raise RuntimeError(problem)
-        if threads is not None:
-            torch.set_num_threads(max(1, int(threads)))
-        make_deterministic()
+        if resolve_backend(backend, device) == "torch":  # onnxruntime on a CPU actor: torch is never imported
+            import torch
+
+            from semcolor.model.torch_predictor import make_deterministic
+
+            if threads is not None:
+                torch.set_num_threads(max(1, int(threads)))
+            make_deterministic()
         self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads)
         self.size = size
         self.vividness = vividness

@@ -16,22 +16,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from semcolor.core import lightness
+
 L_SCALE: float = 100.0
 """L units per model unit: model input is L / L_SCALE in [0, 1]."""
 
-# sRGB (linear) -> XYZ, D65 (same matrix as scikit-image).
-_RGB_TO_XYZ = torch.tensor(
-    [
-        [0.412453, 0.357580, 0.180423],
-        [0.212671, 0.715160, 0.072169],
-        [0.019334, 0.119193, 0.950227],
-    ],
-    dtype=torch.float64,
-)
+# sRGB (linear) -> XYZ, D65 (same matrix as scikit-image; numpy in semcolor.core.lightness).
+_RGB_TO_XYZ = torch.tensor(lightness.RGB_TO_XYZ, dtype=torch.float64)
 _XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
 _WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
-_EPS = 216.0 / 24389.0  # (6/29)^3
-_KAPPA = 24389.0 / 27.0
+_EPS = lightness.EPS
+_KAPPA = lightness.KAPPA
 
 
 def _matmul_channels(x: Tensor, matrix: Tensor) -> Tensor:

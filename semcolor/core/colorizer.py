@@ -4,6 +4,8 @@ Flow (as DDColor's pipeline): the source's lightness is kept at full resolution 
 (L * 255 / 100); a resized copy at model size goes through the network; the predicted AB (model size) is
 upsampled and merged with the full-resolution L, so outputs keep the source's exact size and detail.
 
+numpy, Pillow and numba only (no torch; the model behind a :class:`Predictor` brings its own backend).
+
 Arrays: ``l8`` uint8 (H, W); ``ab8`` int8 (2, S, S) in LAB units (a/b fit in [-127, 127]);
 ``fg8`` uint8 (S, S) foreground probability * 255 (binary) or class id (multi-class).
 """
@@ -14,75 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 
-from semcolor.core import color, kernels
+from semcolor.core import kernels
 from semcolor.core import refine as refine_maps
-from semcolor.core.lab_table import AB_MIN, L8_SCALE, lab_table
+from semcolor.core.lab_table import AB_MIN, lab_table
+from semcolor.core.lightness import prepare_l8
 from semcolor.core.refine import DEFAULT_REFINE
-
-L_BAND_PIXELS = 1 << 18  # RGB -> L in row bands of about 0.25 MP: bounded memory, warm caches
-
-
-def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel lookup tables uint8 -> float32 contribution to CIE Y (linearised sRGB x XYZ row Y)."""
-    v = np.arange(256, dtype=np.float64) / 255.0
-    linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
-    weights = color._RGB_TO_XYZ[1].numpy()  # Y of D65 white is 1.0, so no white-point division
-    return tuple((linear * w).astype(np.float32) for w in weights)  # type: ignore[return-value]
-
-
-_Y_LUTS = _srgb_luminance_luts()
-
-
-def _luminance_to_l8(y: np.ndarray) -> np.ndarray:
-    """CIE Y float32 (any shape) -> uint8 L * 255/100, the same formula as color.rgb_to_lab."""
-    f = np.where(y > color._EPS, np.cbrt(y), (color._KAPPA * y + 16.0) / 116.0)
-    return np.clip(np.rint((116.0 * f - 16.0) * L8_SCALE), 0, 255).astype(np.uint8)
-
-
-def _rgb_band_to_l8(rgb: np.ndarray) -> np.ndarray:
-    y = _Y_LUTS[0][rgb[..., 0]]
-    y += _Y_LUTS[1][rgb[..., 1]]
-    y += _Y_LUTS[2][rgb[..., 2]]
-    return _luminance_to_l8(y)
-
-
-_GRAY_L8 = _rgb_band_to_l8(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
-"""L8 of gray value v (R = G = B = v): a 256-entry table, identical to the RGB path for gray pixels."""
-
-
-def rgb_to_l8(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB (H, W, 3) or gray (H, W) -> uint8 L * 255/100 (H, W).
-
-    CIELAB L depends on luminance Y only, so it is computed with per-channel lookup tables (sRGB
-    linearisation x the Y row of the sRGB->XYZ matrix) and a cube root in float32, in row bands of
-    about L_BAND_PIXELS: the same formula as :func:`semcolor.core.color.rgb_to_lab`, ~25x faster
-    than the general LAB path on CPU. Gray input is a single table lookup.
-    """
-    if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or (rgb.ndim == 3 and rgb.shape[2] != 3):
-        raise ValueError(f"rgb must be uint8 (H, W, 3) or (H, W); got {rgb.dtype} {rgb.shape}")
-    if rgb.ndim == 2:
-        return _GRAY_L8[rgb]
-    out = np.empty(rgb.shape[:2], dtype=np.uint8)
-    rows = max(1, L_BAND_PIXELS // max(1, rgb.shape[1]))
-    for top in range(0, rgb.shape[0], rows):
-        out[top:top + rows] = _rgb_band_to_l8(rgb[top:top + rows])
-    return out
-
-
-def resize_l8(l8: np.ndarray, size: int) -> np.ndarray:
-    """Full-resolution l8 (H, W) -> (size, size) with Pillow's area-averaging (box) filter for downscaling."""
-    img = Image.fromarray(l8, mode="L")
-    shrinking = img.width >= size and img.height >= size
-    return np.asarray(img.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR))
-
-
-def prepare_l8(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full-resolution uint8 RGB (H, W, 3) or gray (H, W) -> (l8 (H, W), its (size, size) copy for the model)."""
-    l8 = rgb_to_l8(image)
-    return l8, resize_l8(l8, size)
 
 
 def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray | None = None,
@@ -94,7 +34,7 @@ def merge_full_resolution(l8: np.ndarray, ab8: np.ndarray, l8_small: np.ndarray 
     full-resolution L through the LAB -> RGB table (:mod:`semcolor.core.lab_table`: chroma rounded half up to
     whole LAB units), in one compiled pass over the output (:func:`semcolor.core.kernels.lab_rows`).
     """
-    rows = refine_maps.row_maps(torch.from_numpy(ab8.astype(np.float32)), l8, l8_small, refine, offset=-AB_MIN)
+    rows = refine_maps.row_maps(ab8.astype(np.float32), l8, l8_small, refine, offset=-AB_MIN)
     out = np.empty((*l8.shape, 3), dtype=np.uint8)
     kernels.lab_rows(rows.wide, rows.y0, rows.weight, np.ascontiguousarray(l8), lab_table(), out)
     return out
@@ -106,7 +46,7 @@ def mask_full_resolution(fg8: np.ndarray, l8: np.ndarray, n_classes: int, l8_sma
     probability upsampled per ``refine``, then thresholded at 1/2) or class ids (nearest)."""
     height, width = l8.shape
     if n_classes == 2:
-        rows = refine_maps.row_maps(torch.from_numpy(fg8.astype(np.float32))[None], l8, l8_small, refine)
+        rows = refine_maps.row_maps(fg8.astype(np.float32)[None], l8, l8_small, refine)
         mask = np.empty((height, width), np.uint8)
         kernels.threshold_rows(rows.wide, rows.y0, rows.weight, np.ascontiguousarray(l8), 127.5, mask)
         return mask

@@ -22,13 +22,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from semcolor.core import color
 from semcolor.core.cache import cache_folder
+from semcolor.core.lightness import L8_SCALE
 
-L8_SCALE = 255.0 / 100.0
-"""l8 units per L unit: l8 = L * L8_SCALE, uint8."""
 AB_MIN, AB_MAX = -128, 127
 
 
@@ -63,15 +60,21 @@ def lab_table() -> np.ndarray:
 
 
 def _conversion_key() -> str:
-    """A short hash of the code that defines the table's contents (this module and :mod:`semcolor.core.color`)."""
+    """A short hash of the code that defines the table's contents (this module, :mod:`semcolor.core.color` and
+    :mod:`semcolor.core.lightness`; read as files: looking the table up needs no torch)."""
     digest = hashlib.sha256()
-    for module in (color.__file__, __file__):
-        digest.update(Path(module).read_bytes())
+    for module in ("color.py", "lightness.py", Path(__file__).name):
+        digest.update(Path(__file__).with_name(module).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def build_lab_table() -> np.ndarray:
-    """The table of :func:`lab_table`, computed: uint8 (256 * 256 * 256, 3)."""
+    """The table of :func:`lab_table`, computed with :func:`semcolor.core.color.lab_to_rgb`: uint8 (256 * 256 * 256,
+    3)."""
+    import torch
+
+    from semcolor.core import color
+
     levels = torch.arange(256, dtype=torch.float32)
     lightness = (levels / L8_SCALE)[None, :].expand(256, 256)
     table = np.empty((256, 256, 256, 3), np.uint8)  # (a, b, l8, RGB)
@@ -82,20 +85,19 @@ def build_lab_table() -> np.ndarray:
     return table.reshape(-1, 3)
 
 
-def lab8_to_rgb(l8: np.ndarray, ab: torch.Tensor | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """l8 uint8 (H, W) + ab (2, H, W) in LAB units (rounded half up to whole units, clipped to [-128, 127]) ->
-    sRGB uint8 (H, W, 3), written into ``out`` (C-contiguous uint8 (H, W, 3)) when given. (Whole images at once;
-    the merge does the same per pixel in its compiled loop, :func:`semcolor.core.kernels.lab_rows`.)"""
-    ab_t = torch.as_tensor(ab)
-    if l8.dtype != np.uint8 or ab_t.shape != (2, *l8.shape):
-        raise ValueError(f"need l8 uint8 (H, W) and ab (2, H, W); got {l8.dtype} {l8.shape} and {tuple(ab_t.shape)}")
+def lab8_to_rgb(l8: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """l8 uint8 (H, W) + ab (2, H, W) in LAB units (any real dtype, or a CPU tensor; rounded half up to whole units,
+    clipped to [-128, 127]) -> sRGB uint8 (H, W, 3), written into ``out`` (C-contiguous uint8 (H, W, 3)) when
+    given. (Whole images at once; the merge does the same per pixel in its compiled loop,
+    :func:`semcolor.core.kernels.lab_rows`.)"""
+    ab = np.asarray(ab)
+    if l8.dtype != np.uint8 or ab.shape != (2, *l8.shape):
+        raise ValueError(f"need l8 uint8 (H, W) and ab (2, H, W); got {l8.dtype} {l8.shape} and {ab.shape}")
     if out is None:
         out = np.empty((*l8.shape, 3), np.uint8)
     elif out.dtype != np.uint8 or out.shape != (*l8.shape, 3) or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous uint8 {(*l8.shape, 3)}; got {out.dtype} {out.shape}")
-    # the row's index in float32, exact: every integer below 2^24 (the table's length) is representable
-    shifted = ab_t.to(torch.float32).add(-AB_MIN).clamp_(0, AB_MAX - AB_MIN).add_(0.5).floor_()  # a + 128, b + 128
-    index = torch.add(shifted[1], shifted[0], alpha=256).mul_(256)
-    index.add_(torch.from_numpy(l8.astype(np.float32)))  # a copy: l8 may be a read-only buffer
-    np.take(lab_table(), index.to(torch.int64).view(-1).numpy(), axis=0, out=out.reshape(-1, 3))
+    shifted = np.floor(np.clip(ab.astype(np.float32) - np.float32(AB_MIN), 0, AB_MAX - AB_MIN) + np.float32(0.5))
+    index = (shifted[0].astype(np.int64) << 16) | (shifted[1].astype(np.int64) << 8) | l8
+    np.take(lab_table(), index.reshape(-1), axis=0, out=out.reshape(-1, 3))
     return out

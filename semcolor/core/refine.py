@@ -12,7 +12,7 @@ rows to the output width here, then blended between model rows and applied to L 
 (:mod:`semcolor.core.kernels`).
 
 Arrays: ``l8`` uint8 (H, W) full-resolution L * 255/100; ``l8_small`` uint8 (S, S) its model-size copy;
-maps float32 tensors (C, S, S) -> (C, H, W).
+maps float32 (C, S, S) -> (C, H, W). numpy and numba only (no torch): the bulk job's merge workers start without it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from numpy.lib.stride_tricks import sliding_window_view
 
 from semcolor.core import kernels
+from semcolor.core.lightness import resize_l8
 
 REFINES = ("guided", "bilinear")
 DEFAULT_REFINE = "guided"
@@ -52,62 +51,64 @@ def check_refine(refine: str) -> str:
     return refine
 
 
-def _window_counts(n: int, radius: int) -> Tensor:
+def _window_counts(n: int, radius: int) -> np.ndarray:
     """Pixels per (2r + 1) window clipped to [0, n): float32 (n,)."""
-    i = torch.arange(n)
-    return ((i + radius).clamp_max(n - 1) - (i - radius).clamp_min(0) + 1).float()
+    i = np.arange(n)
+    return (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1).astype(np.float32)
 
 
-def _box(x: Tensor, radius: int) -> Tensor:
-    """Mean over (2r + 1)^2 windows of (1, C, S, S), windows clipped at the borders (as ``avg_pool2d`` with
+def _box(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over (2r + 1)^2 windows of float32 (C, S, S), windows clipped at the borders (as ``avg_pool2d`` with
     ``count_include_pad=False``): window sums over the zero-padded maps, column then row, over the clipped windows'
     pixel counts."""
     k = 2 * radius + 1
-    sums = F.pad(x, (radius,) * 4).unfold(2, k, 1).sum(-1).unfold(3, k, 1).sum(-1)
+    padded = np.pad(x, ((0, 0), (radius, radius), (radius, radius)))
+    sums = sliding_window_view(padded, k, axis=1).sum(-1)
+    sums = sliding_window_view(sums, k, axis=2).sum(-1)
     counts = _window_counts(x.shape[-2], radius)[:, None] * _window_counts(x.shape[-1], radius)[None, :]
-    return sums / counts
+    return (sums / counts).astype(np.float32)
 
 
-def guided_slope(guide: Tensor, src: Tensor, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS) -> Tensor:
-    """Guide (1, 1, S, S) and maps (1, C, S, S) -> the window-averaged slope A (1, C, S, S) of ``src ~ A * guide + b``
+def guided_slope(guide: np.ndarray, src: np.ndarray, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS
+                 ) -> np.ndarray:
+    """Guide float32 (1, S, S) and maps (C, S, S) -> the window-averaged slope A (C, S, S) of ``src ~ A * guide + b``
     fitted in every (2r + 1)^2 window (regularised by ``eps``)."""
-    c = src.shape[1]
-    means = _box(torch.cat([guide, src, guide * src, guide * guide], dim=1), radius)  # one pass for all four
-    mean_i, mean_p, mean_ip, mean_ii = means[:, :1], means[:, 1:1 + c], means[:, 1 + c:1 + 2 * c], means[:, -1:]
+    c = src.shape[0]
+    means = _box(np.concatenate([guide, src, guide * src, guide * guide]), radius)  # one pass for all four
+    mean_i, mean_p, mean_ip, mean_ii = means[:1], means[1:1 + c], means[1 + c:1 + 2 * c], means[-1:]
     cov_ip = mean_ip - mean_i * mean_p
     var_i = mean_ii - mean_i * mean_i
-    return _box(cov_ip / (var_i.clamp_min(0.0) + eps), radius)
+    return _box(cov_ip / (np.maximum(var_i, 0.0) + np.float32(eps)), radius)
 
 
-def _rows_and_weights(height: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``height`` output rows, the first of the two model-size rows bilinear interpolation
-    (align_corners=False, as ``F.interpolate``) blends, and the second one's weight: y0 int64 (H,), w float32 (H,).
-    The second row is y0 + 1 (or y0 itself at the last row, where the weight meets a zero difference)."""
-    scale = size / height
-    src = ((torch.arange(height, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0.0)
-    y0 = src.floor().clamp_max(size - 1)
-    return y0.to(torch.int64).numpy(), (src - y0).numpy()
+def _taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear interpolation (align_corners=False, as ``F.interpolate``) of ``n_in`` samples at ``n_out``
+    positions: the first of the two input samples each output blends (int64 (n_out,)) and the second one's weight
+    (float32 (n_out,)). The second sample is the next one (or the same at the last, where the weight meets a zero
+    difference)."""
+    scale = np.float32(n_in / n_out)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    first = np.minimum(np.floor(src), n_in - 1)
+    return first.astype(np.int64), (src - first).astype(np.float32)
 
 
-def affine_maps(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE
-                ) -> tuple[Tensor, Tensor]:
+def affine_maps(maps: np.ndarray, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Model-size maps float32 (C, S, S) -> (slope, offset), each (C, S, S): the map at full resolution is
     ``up(offset) + up(slope) * l8`` (slope per l8 unit; 0 for ``bilinear``). ``l8_small`` (S, S): the model's
     own input (recomputed from ``l8`` when None)."""
     check_refine(refine)
-    maps = maps.float()
+    maps = np.asarray(maps, dtype=np.float32)
     if refine == "bilinear":
-        return torch.zeros_like(maps), maps
+        return np.zeros_like(maps), maps
     size = maps.shape[-1]
     if l8_small is None:
-        from semcolor.core.colorizer import resize_l8
-
         l8_small = resize_l8(l8, size)
     if l8_small.shape != tuple(maps.shape[-2:]):
         raise ValueError(f"l8_small {l8_small.shape} does not match the maps' size {tuple(maps.shape[-2:])}")
-    guide = torch.from_numpy(l8_small.astype(np.float32) / 255.0)[None, None]
-    slope = guided_slope(guide, maps[None])[0]  # per unit of L / 255 (l8 / 255)
-    return slope / 255.0, maps - slope * guide[0]
+    guide = (l8_small.astype(np.float32) / np.float32(255.0))[None]
+    slope = guided_slope(guide, maps)  # per unit of L / 255 (l8 / 255)
+    return slope / np.float32(255.0), maps - slope * guide
 
 
 @dataclass(frozen=True)
@@ -121,23 +122,24 @@ class RowMaps:
     weight: np.ndarray
 
 
-def row_maps(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE,
+def row_maps(maps: np.ndarray, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE,
              offset: float = 0.0) -> RowMaps:
     """Model-size maps float32 (C, S, S) -> :class:`RowMaps` for l8's (H, W), with ``offset`` added to every value
     (e.g. the LAB table's index offset)."""
     slope, intercept = affine_maps(maps, l8, l8_small, refine)
-    both = torch.cat([slope, intercept + offset])[None]  # (1, 2C, S, S)
-    wide = F.interpolate(both, size=(both.shape[-2], l8.shape[1]), mode="bilinear", align_corners=False)[0]
-    y0, weight = _rows_and_weights(l8.shape[0], both.shape[-2])
-    return RowMaps(wide.numpy(), y0, weight)
+    both = np.concatenate([slope, intercept + np.float32(offset)])  # (2C, S, S)
+    x0, wx = _taps(l8.shape[1], both.shape[-1])
+    x1 = np.minimum(x0 + 1, both.shape[-1] - 1)
+    wide = both[:, :, x0] * (np.float32(1.0) - wx) + both[:, :, x1] * wx
+    y0, weight = _taps(l8.shape[0], both.shape[-2])
+    return RowMaps(np.ascontiguousarray(wide, dtype=np.float32), y0, weight)
 
 
-def upsample(maps: Tensor, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE) -> Tensor:
-    """Model-size maps float32 (C, S, S) -> (C, H, W) at l8's size, bilinear or guided by the full-resolution L.
-
-    ``l8_small`` (S, S): the model's own input (recomputed from ``l8`` when None).
-    """
+def upsample(maps: np.ndarray, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE
+             ) -> np.ndarray:
+    """Model-size maps float32 (C, S, S) -> float32 (C, H, W) at l8's size, bilinear or guided by the
+    full-resolution L. ``l8_small`` (S, S): the model's own input (recomputed from ``l8`` when None)."""
     rows = row_maps(maps, l8, l8_small, refine)
-    out = np.empty((maps.shape[0], *l8.shape), np.float32)
+    out = np.empty((rows.wide.shape[0] // 2, *l8.shape), np.float32)
     kernels.affine_rows(rows.wide, rows.y0, rows.weight, np.ascontiguousarray(l8), out)
-    return torch.from_numpy(out)
+    return out

@@ -120,7 +120,8 @@ class RowScore:
 
 def score_row(original: np.ndarray, colorized: np.ndarray, mask: np.ndarray, truth: np.ndarray) -> RowScore:
     """uint8 RGB original and colorized (H, W, 3), predicted and true masks (H, W; foreground > 127)."""
-    from semcolor.core.colorizer import merge_full_resolution, rgb_to_l8
+    from semcolor.core.colorizer import merge_full_resolution
+    from semcolor.core.lightness import rgb_to_l8
     from semcolor.model.metrics import psnr
 
     gray = merge_full_resolution(rgb_to_l8(original), np.zeros((2, 8, 8), np.int8), refine="bilinear")

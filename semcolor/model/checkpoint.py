@@ -15,11 +15,10 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from semcolor.core import storage
+from semcolor.model.config import CONFIG_NAME, WEIGHTS_NAME
 from semcolor.model.network import ModelConfig, SegColorModel, build_model
 from semcolor.model.weights import clean_state_dict
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 

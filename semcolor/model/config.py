@@ -37,14 +37,23 @@ def vividness_option() -> Any:
                   "semcolor.model.color_bins.decode_vivid. Regression models ignore it")
 
 
-BACKENDS = ("torch", "onnxruntime")
+ENGINES = ("torch", "onnxruntime")
+"""The inference engines a model runs on."""
+BACKENDS = ("auto", *ENGINES)
+"""Inference backends to ask for: an engine, or ``auto`` = onnxruntime on CPU, torch on CUDA (the fastest measured
+on each)."""
+CONFIG_NAME = "config.json"
+"""A checkpoint directory's model config (this class as JSON)."""
+WEIGHTS_NAME = "model.safetensors"
+"""A checkpoint directory's weights."""
 
 
 def backend_option() -> Any:
     """The ``--backend`` option of the commands that run the model on Ray (bulk colorize actors)."""
-    return option("torch", choices=BACKENDS, help="inference backend on CPU nodes: torch, or onnxruntime (the "
-                  "checkpoint is exported to ONNX and verified against torch once per node at actor start; a .onnx "
-                  "file from `semcolor export` is taken as it is). CUDA nodes always run torch")
+    return option("auto", choices=BACKENDS, help="inference backend: auto (onnxruntime on CPU nodes, torch on CUDA "
+                  "nodes: the fastest measured on each), torch, or onnxruntime (CPU; the checkpoint is exported to "
+                  "ONNX and verified against torch once per node, at the first actor's start; a .onnx file from "
+                  "`semcolor export` is taken as it is). CUDA nodes always run torch")
 
 
 @dataclass

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,9 +35,7 @@ from torch import Tensor, nn
 
 from semcolor import __version__
 from semcolor.core import storage
-from semcolor.core.cache import cache_folder
 from semcolor.model.config import ModelConfig
-from semcolor.model.inference import l8_to_input, load_torch_predictor, quantize_outputs
 from semcolor.model.onnx_predictor import (
     INPUTS,
     META_CONFIG,
@@ -51,6 +47,11 @@ from semcolor.model.onnx_predictor import (
     OUTPUTS,
     is_onnx,
     make_session,
+)
+from semcolor.model.torch_predictor import (
+    l8_to_input,
+    load_torch_predictor,
+    quantize_outputs,
 )
 from semcolor.options import option
 
@@ -67,7 +68,7 @@ class ExportError(ValueError):
 
 
 class PredictGraph(nn.Module):
-    """:meth:`semcolor.model.inference.TorchPredictor.predict` on CPU as a module: l8 uint8 (N, H, W) and
+    """:meth:`semcolor.model.torch_predictor.TorchPredictor.predict` on CPU as a module: l8 uint8 (N, H, W) and
     vividness float32 (N,) -> (ab8 int8 (N, 2, H, W) LAB units, fg8 uint8 (N, H, W))."""
 
     def __init__(self, model: nn.Module, n_classes: int) -> None:
@@ -168,7 +169,7 @@ class Verification:
 
 
 def verify(onnx_bytes: bytes, reference, threads: int | None = None) -> Verification:
-    """Run ``reference`` (a :class:`semcolor.model.inference.TorchPredictor`) and the graph on
+    """Run ``reference`` (a :class:`semcolor.model.torch_predictor.TorchPredictor`) and the graph on
     :func:`verification_cases`; raise :class:`ExportError` naming every output, input set and difference beyond
     :data:`AB_TOLERANCE` / :data:`FG_TOLERANCE` / :data:`MAX_DIFFERING_SHARE` (or a wrong shape or dtype)."""
     started = time.perf_counter()
@@ -200,7 +201,7 @@ def verify(onnx_bytes: bytes, reference, threads: int | None = None) -> Verifica
 
 
 def export_predictor(reference, threads: int | None = None) -> tuple[bytes, Verification]:
-    """A :class:`semcolor.model.inference.TorchPredictor` on CPU -> (the verified ONNX model as bytes, the
+    """A :class:`semcolor.model.torch_predictor.TorchPredictor` on CPU -> (the verified ONNX model as bytes, the
     verification). Raises :class:`ExportError` when the graph disagrees with ``reference``."""
     proto = to_onnx(reference.model, reference.config)
     found = verify(proto.SerializeToString(), reference, threads)
@@ -241,34 +242,6 @@ def export_checkpoint(checkpoint: str, out: str, threads: int | None = None) -> 
     storage.write_bytes(out, data)
     return ExportReport(checkpoint=checkpoint, out=out, bytes=len(data), seconds=time.perf_counter() - started,
                         config=reference.config, verification=found)
-
-
-# ---------------------------------------------------------------- the cache of exports made at actor start
-
-
-def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
-    """The local path of ``checkpoint``'s verified ONNX export in :func:`cache_folder`, exporting it on first use.
-
-    Keyed by the checkpoint's bytes (config.json + model.safetensors) and the semcolor and torch versions; a
-    file lock lets one process per node export while the others wait, then reuse it.
-    """
-    import fcntl
-
-    from semcolor.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-
-    digest = hashlib.sha256(f"{ONNX_FORMAT} {__version__} {torch.__version__}".encode())
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        digest.update(storage.read_bytes(storage.join(checkpoint, name)))
-    folder = os.path.join(cache_folder(cache_dir), "onnx")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, digest.hexdigest()[:24] + ".onnx")
-    if os.path.exists(path):
-        return path
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not os.path.exists(path):
-            export_checkpoint(checkpoint, path, threads)
-    return path
 
 
 # ---------------------------------------------------------------- CLI

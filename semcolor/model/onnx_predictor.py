@@ -3,21 +3,30 @@ ONNX file written by :mod:`semcolor.model.export` (``semcolor export``).
 
 The graph takes ``l8`` uint8 (N, H, W) (L * 255/100, as :meth:`Colorizer.prepare` gives it) and ``vividness``
 float32 (N,), and returns ``ab8`` int8 (N, 2, H, W) LAB units and ``fg8`` uint8 (N, H, W): exactly
-:meth:`semcolor.model.inference.TorchPredictor.predict`, decoding included. The model config travels in the file's
+:meth:`semcolor.model.torch_predictor.TorchPredictor.predict`, decoding included. The model config travels in the file's
 metadata (:data:`META_CONFIG`), so an ``.onnx`` file alone is a complete model. No torch is needed here to run one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 
+from semcolor import __version__
 from semcolor.core import storage
-from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
+from semcolor.core.cache import cache_folder
+from semcolor.model.config import (
+    CONFIG_NAME,
+    DEFAULT_VIVIDNESS,
+    WEIGHTS_NAME,
+    ModelConfig,
+)
 
 ONNX_SUFFIX = ".onnx"
 INPUTS = ("l8", "vividness")
@@ -46,7 +55,7 @@ def check_backend(backend: str, url: str | None = None) -> str:
 
     if backend not in BACKENDS:
         raise ValueError(f"Wrong backend {backend!r}; supported: {list(BACKENDS)}")
-    if url is not None and is_onnx(url) and backend != "onnxruntime":
+    if url is not None and is_onnx(url) and backend == "torch":
         raise ValueError(f"{url} is an ONNX graph: it runs with backend onnxruntime (on CPU), not {backend}")
     return backend
 
@@ -136,13 +145,9 @@ def load_onnx_predictor(url: str, size: int | None = None, threads: int | None =
                         cache_dir: str | None = None) -> OnnxPredictor:
     """An :class:`OnnxPredictor` for ``url``: a ``.onnx`` file from ``semcolor export``, or a checkpoint
     directory, exported (and verified against torch) once into ``cache_dir`` (see
-    :func:`semcolor.model.export.cached_export`). ``size``: default the model's input size; ``threads``:
+    :func:`cached_export`). ``size``: default the model's input size; ``threads``:
     onnxruntime intra-op threads, default this process's cores."""
-    source = url
-    if not is_onnx(url):
-        from semcolor.model.export import cached_export
-
-        source = cached_export(url, cache_dir)
+    source = url if is_onnx(url) else cached_export(url, cache_dir)
     data = storage.read_bytes(source)
     threads = max(1, int(threads or default_threads()))
     try:
@@ -154,3 +159,30 @@ def load_onnx_predictor(url: str, size: int | None = None, threads: int | None =
     if size < MIN_SIDE:
         raise ValueError(f"model size must be >= {MIN_SIDE} pixels; got {size}")
     return OnnxPredictor(session=session, config=config, size=size, threads=threads, source=source)
+
+
+def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
+    """The local path of ``checkpoint``'s verified ONNX export in :func:`semcolor.core.cache.cache_folder`, exported
+    (:func:`semcolor.model.export.export_checkpoint`) on first use.
+
+    Keyed by the checkpoint's bytes (config.json + model.safetensors) and the graph format, semcolor and torch
+    versions; a file lock lets one process per node export while the others wait, then reuse it. Finding a cached
+    export imports no torch (the version is read from the installed package's metadata).
+    """
+    import fcntl
+
+    digest = hashlib.sha256(f"{ONNX_FORMAT} {__version__} {version('torch')}".encode())
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        digest.update(storage.read_bytes(storage.join(checkpoint, name)))
+    folder = os.path.join(cache_folder(cache_dir), "onnx")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, digest.hexdigest()[:24] + ONNX_SUFFIX)
+    if os.path.exists(path):
+        return path
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.path.exists(path):
+            from semcolor.model.export import export_checkpoint
+
+            export_checkpoint(checkpoint, path, threads)
+    return path

@@ -26,7 +26,7 @@ class ServiceSettings:
     torch_threads: int
     jpeg_quality: int
     refine: str
-    backend: str = "torch"  # torch | onnxruntime on CPU; a GPU replica always runs torch
+    backend: str = "auto"  # auto | torch | onnxruntime on CPU; a GPU replica always runs torch
 
 
 class ServeArgs(BaseModel):
@@ -55,10 +55,11 @@ class ServeArgs(BaseModel):
                             json_schema_extra={"flag": "--gpus-per-replica"})
     torch_threads: int | None = Field(None, ge=1, description="model intra-op threads (torch or onnxruntime); "
                                       "default max(1, num_cpus)")
-    backend: Literal["torch", "onnxruntime"] = Field(
-        "torch", description="inference backend of CPU replicas: torch, or onnxruntime (the checkpoint is exported "
-        "to ONNX and verified against torch once per node at replica start; a .onnx file from `semcolor export` is "
-        "taken as it is). GPU replicas always run torch")
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="inference backend: auto (onnxruntime on CPU replicas, torch on GPU ones: the fastest "
+        "measured on each), torch, or onnxruntime (CPU; the checkpoint is exported to ONNX and verified against "
+        "torch once per node at replica start; a .onnx file from `semcolor export` is taken as it is). GPU replicas "
+        "always run torch")
     jpeg_quality: int = Field(90, ge=1, le=95, description="quality of JPEG answers (?format=jpeg)")
     refine: Literal["guided", "bilinear"] = Field(
         DEFAULT_REFINE, description="upsampling of colors and masks to the source's size: guided (by the "
