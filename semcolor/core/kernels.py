@@ -75,3 +75,52 @@ def threshold_rows(wide: np.ndarray, y0: np.ndarray, weight: np.ndarray, l8: np.
             slope = top[0, x] + t * (bottom[0, x] - top[0, x])
             value = top[1, x] + t * (bottom[1, x] - top[1, x]) + slope * np.float32(l8[y, x])
             out[y, x] = 255 if value > limit else 0
+
+
+@numba.njit(**_JIT)
+def box_means(x: np.ndarray, radius: int, out: np.ndarray) -> None:
+    """Means over (2r + 1)^2 windows clipped at the borders: ``out`` float32 (C, H, W) <- ``x`` float32 (C, H, W)
+    (as ``avg_pool2d`` with ``count_include_pad=False``). Running window sums in float64, along rows then columns:
+    two passes whatever the radius (the guided filter's model-size statistics)."""
+    channels, height, width = x.shape
+    rows = np.empty((height, width), np.float64)
+    for c in range(channels):
+        for y in range(height):
+            total = 0.0
+            for i in range(min(radius, width - 1) + 1):
+                total += x[c, y, i]
+            for i in range(width):
+                rows[y, i] = total
+                if i + radius + 1 < width:
+                    total += x[c, y, i + radius + 1]
+                if i - radius >= 0:
+                    total -= x[c, y, i - radius]
+        for i in range(width):
+            across = min(i + radius, width - 1) - max(i - radius, 0) + 1
+            total = 0.0
+            for y in range(min(radius, height - 1) + 1):
+                total += rows[y, i]
+            for y in range(height):
+                down = min(y + radius, height - 1) - max(y - radius, 0) + 1
+                out[c, y, i] = total / (across * down)
+                if y + radius + 1 < height:
+                    total += rows[y + radius + 1, i]
+                if y - radius >= 0:
+                    total -= rows[y - radius, i]
+
+
+@numba.njit(**_JIT)
+def interpolate_columns(maps: np.ndarray, x0: np.ndarray, weight: np.ndarray, offset: float, out: np.ndarray
+                        ) -> None:
+    """Linear interpolation along each row: ``out`` float32 (C, S, W) <- ``maps`` float32 (C, S, N) blended between
+    columns ``x0[x]`` and ``x0[x] + 1`` (the last column pairs with itself) with ``weight[x]`` on the second, as
+    bilinear interpolation does along one axis; ``offset`` is added to every value."""
+    channels, rows, columns = maps.shape
+    shift = np.float32(offset)
+    for c in range(channels):
+        for s in range(rows):
+            for x in range(out.shape[2]):
+                left = x0[x]
+                right = min(left + 1, columns - 1)
+                w = weight[x]
+                out[c, s, x] = (np.float32(1.0) - w) * maps[c, s, left] + w * maps[c, s, right] + shift

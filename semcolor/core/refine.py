@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from semcolor.core import kernels
 from semcolor.core.lightness import resize_l8
@@ -51,22 +50,12 @@ def check_refine(refine: str) -> str:
     return refine
 
 
-def _window_counts(n: int, radius: int) -> np.ndarray:
-    """Pixels per (2r + 1) window clipped to [0, n): float32 (n,)."""
-    i = np.arange(n)
-    return (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1).astype(np.float32)
-
-
 def _box(x: np.ndarray, radius: int) -> np.ndarray:
     """Mean over (2r + 1)^2 windows of float32 (C, S, S), windows clipped at the borders (as ``avg_pool2d`` with
-    ``count_include_pad=False``): window sums over the zero-padded maps, column then row, over the clipped windows'
-    pixel counts."""
-    k = 2 * radius + 1
-    padded = np.pad(x, ((0, 0), (radius, radius), (radius, radius)))
-    sums = sliding_window_view(padded, k, axis=1).sum(-1)
-    sums = sliding_window_view(sums, k, axis=2).sum(-1)
-    counts = _window_counts(x.shape[-2], radius)[:, None] * _window_counts(x.shape[-1], radius)[None, :]
-    return (sums / counts).astype(np.float32)
+    ``count_include_pad=False``; :func:`semcolor.core.kernels.box_means`)."""
+    out = np.empty(x.shape, np.float32)
+    kernels.box_means(np.ascontiguousarray(x, dtype=np.float32), radius, out)
+    return out
 
 
 def guided_slope(guide: np.ndarray, src: np.ndarray, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS
@@ -127,12 +116,13 @@ def row_maps(maps: np.ndarray, l8: np.ndarray, l8_small: np.ndarray | None, refi
     """Model-size maps float32 (C, S, S) -> :class:`RowMaps` for l8's (H, W), with ``offset`` added to every value
     (e.g. the LAB table's index offset)."""
     slope, intercept = affine_maps(maps, l8, l8_small, refine)
-    both = np.concatenate([slope, intercept + np.float32(offset)])  # (2C, S, S)
-    x0, wx = _taps(l8.shape[1], both.shape[-1])
-    x1 = np.minimum(x0 + 1, both.shape[-1] - 1)
-    wide = both[:, :, x0] * (np.float32(1.0) - wx) + both[:, :, x1] * wx
-    y0, weight = _taps(l8.shape[0], both.shape[-2])
-    return RowMaps(np.ascontiguousarray(wide, dtype=np.float32), y0, weight)
+    channels, size = slope.shape[0], slope.shape[-2]
+    wide = np.empty((2 * channels, size, l8.shape[1]), np.float32)
+    x0, wx = _taps(l8.shape[1], slope.shape[-1])
+    kernels.interpolate_columns(np.ascontiguousarray(slope), x0, wx, 0.0, wide[:channels])
+    kernels.interpolate_columns(np.ascontiguousarray(intercept), x0, wx, offset, wide[channels:])
+    y0, weight = _taps(l8.shape[0], size)
+    return RowMaps(wide, y0, weight)
 
 
 def upsample(maps: np.ndarray, l8: np.ndarray, l8_small: np.ndarray | None, refine: str = DEFAULT_REFINE
