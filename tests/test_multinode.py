@@ -209,15 +209,47 @@ def test_bulk_s3_to_s3_survives_a_lost_worker_node(cluster, ray_local, s3_prefix
     assert _outputs(dst) == _outputs(single)  # byte-identical to one node's run
 
 
-def _last_epoch_workers(run_dir: Path) -> list[int]:
-    """Workers of each epoch in the newest checkpoint's training state (empty before the first)."""
-    states = sorted(run_dir.glob("checkpoint_epoch*/train_state.json"))
-    for path in reversed(states):
-        try:
-            return [h["workers"] for h in json.loads(path.read_text())["history"]]
-        except (OSError, ValueError, KeyError):  # being written or removed
-            continue
-    return []
+def _registered(run_dir: Path) -> dict | None:
+    """The metrics of the run's latest checkpoint that Ray Train's controller has registered (what a restart
+    resumes from; a checkpoint folder on disk may not be registered yet), or None before the first."""
+    import logging
+    import warnings
+
+    from ray.train import Result
+
+    quiet = logging.getLogger("ray.train")  # not a line per call saying that a snapshot was found
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(action="ignore"):  # nor Ray's call of a deprecated pydantic method
+            return Result.from_path(str(run_dir)).metrics
+    except (OSError, RuntimeError, ValueError):  # no run or no snapshot yet, or the snapshot being written
+        return None
+    finally:
+        quiet.setLevel(level)
+
+
+def _refreshing(address: str, missing_ok: bool = False) -> subprocess.Popen:
+    """Start having the cluster's AutoscalingCoordinator list the nodes now (wait with :func:`_refreshed`).
+
+    Ray Train's elastic policy sizes the group by that detached actor's view of the nodes, which it refreshes
+    only every 20 s: without this a lost node still counts for up to 20 s (each start of a group that size fails)
+    and a new one counts up to 20 s late. Done from a short driver process (this test process is on another Ray).
+    ``missing_ok``: no coordinator yet is fine (the first one lists the nodes as it starts)."""
+    code = ("import ray, sys\n"
+            "ray.init(address=sys.argv[1], log_to_driver=False)\n"
+            "try:\n"
+            "    c = ray.get_actor('AutoscalingCoordinator', namespace='AutoscalingCoordinator')\n"
+            "except ValueError:\n"
+            "    sys.exit(0 if sys.argv[2] == 'missing_ok' else 3)\n"
+            "ray.get(c.get_reserved_resources.remote('semcolor-test', recompute=True), timeout=60)\n")
+    return subprocess.Popen([sys.executable, "-c", code, address, "missing_ok" if missing_ok else "required"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _refreshed(refresh: subprocess.Popen) -> None:
+    _, err = refresh.communicate(timeout=120)
+    assert refresh.returncode == 0, f"rc {refresh.returncode}: {err[-3000:]}"
 
 
 def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster, tmp_path):
@@ -225,23 +257,29 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
     grows it back to 3, each time from the last checkpoint, and the run reaches its last epoch."""
     c, workers = cluster
     runs, name = tmp_path / "runs", "elastic"
-    epochs = 9
-    # Restarting after the loss, Ray Train first asks for the 3 workers the lost node's resources still seemed
-    # to allow and gives that start up after RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s by default), then
-    # starts the 2 that fit: 25 s keeps the test short and still covers a start on a busy machine. (The
-    # regression head skips the AB prior pass: elastic training does not depend on the head.)
+    epochs = 6
+    # The controller polls its workers every 0.5 s (default 2 s) and looks for room to grow every second; a start
+    # of a group whose placement group is not ready in 5 s (default 60 s: here only a group that counts the lost
+    # node) gives up, and the controller decides the size again. No preemption watcher: one actor less per start.
+    # (The regression head skips the AB prior pass: elastic training does not depend on the head.) Nodes that a
+    # test before replaced count from the start: the refresh ends long before the driver asks for workers.
+    refresh = _refreshing(c.address, missing_ok=True)
     proc = _semcolor("train", "--address", c.address, "--storage", str(runs), "--name", name, "--synth-n", "36",
-                     "--size", "32", "--color-head", "regression", "--batch-size", "4", "--epochs", str(epochs), "--workers", "1:3",
-                     "--resize-interval", "2", "--cpus-per-worker", "1", "--max-failures", "3", "--keep", "1",
-                     "--no-augment", "--shared-path", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="25")
+                     "--size", "32", "--color-head", "regression", "--batch-size", "4", "--epochs", str(epochs),
+                     "--workers", "1:3", "--resize-interval", "1", "--cpus-per-worker", "1", "--max-failures", "3",
+                     "--keep", "1", "--no-augment", "--shared-path", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="5",
+                     RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0")
     run_dir = runs / name
-    _wait_until(lambda: len(_last_epoch_workers(run_dir)) >= 2, 300, "two epochs", proc)
-    assert _last_epoch_workers(run_dir)[0] == 3  # as many as the cluster holds, up to MAX
+    _refreshed(refresh)
+    _wait_until(lambda: _registered(run_dir) is not None, 300, "a registered checkpoint", proc)
+    assert _registered(run_dir)["workers"] == 3  # as many as the cluster holds, up to MAX
     lost = _node_hosting(workers, "RayTrainWorker")
     assert lost is not None, "no training worker on a worker node"
     _lose_node(c, lost, proc)
-    _wait_until(lambda: 2 in _last_epoch_workers(run_dir), 300, "an epoch with 2 workers", proc)
+    _refreshed(_refreshing(c.address))
+    _wait_until(lambda: (_registered(run_dir) or {}).get("workers") == 2, 300, "an epoch with 2 workers", proc)
     c.add_node(num_cpus=1)
+    _refreshed(_refreshing(c.address))
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-2000:] + err[-4000:]
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -158,15 +158,22 @@ def test_curves_png_is_an_image() -> None:
 
 
 def _single_process_val_metrics(config: TrainConfig, images: str, masks: str, checkpoint_url: str) -> dict:
-    """Validation of ``checkpoint_url`` in this process over the run's own validation rows and batches."""
+    """Validation of ``checkpoint_url`` in this process over the run's own validation rows and batches: the same
+    split and decoder as the run, sorted by key as the driver sorts them, in batches of VAL_BATCH_SIZE, without
+    Ray (a Ray Data sort costs seconds of tasks; the check is about merging, not about Ray Data)."""
+    from semcolor.core.decode import OK
     from semcolor.data.pairs import load_pairs, split_pairs
-    from semcolor.data.pipeline import load_dataset
+    from semcolor.data.pipeline import decode_batch
     from semcolor.model.checkpoint import load
     from semcolor.train.loop import VAL_BATCH_SIZE
 
     _, val_pairs = split_pairs(load_pairs(images, masks), config.val_fraction, seed=0)
-    val_ds, _ = load_dataset(val_pairs, config.size)
-    batches = val_ds.sort("key").select_columns(["rgb", "mask"]).iter_torch_batches(batch_size=VAL_BATCH_SIZE)
+    rows = decode_batch({c: val_pairs[c].to_numpy(zero_copy_only=False) for c in ("key", "image", "mask")},
+                        config.size)
+    order = [i for i in np.argsort(rows["key"], kind="stable") if rows["status"][i] == OK]
+    rgb, mask = torch.from_numpy(rows["rgb"][order]), torch.from_numpy(rows["mask"][order])
+    batches = [{"rgb": rgb[i:i + VAL_BATCH_SIZE], "mask": mask[i:i + VAL_BATCH_SIZE]}
+               for i in range(0, len(order), VAL_BATCH_SIZE)]
     model, _ = load(checkpoint_url)
     return validate(model, batches, config.n_classes, config.loss_config()).metrics("val_")
 
@@ -174,9 +181,19 @@ def _single_process_val_metrics(config: TrainConfig, images: str, masks: str, ch
 _COMMON = dict(synth_n=16, size=32, batch_size=4, workers=2, cpus_per_worker=0.5, max_failures=1, keep=1)
 
 
+@pytest.fixture
+def quick_ray_train(monkeypatch) -> None:
+    """Ray Train's controller polls its workers (health, reports, the end of the run) every 0.5 s instead of 2 s,
+    and starts no preemption watcher (one actor process less per worker group; a test run is never drained). Set
+    in this process: Ray Train passes its RAY_TRAIN_* variables on to the controller it starts."""
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp_path, capsys) -> None:
+def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, quick_ray_train, tmp_path,
+                                                                  capsys) -> None:
     """Rank 0 dies after epoch 0's checkpoint and the group recovers from it; then the same name through the CLI
     continues with a third epoch. Validation merged over 2 workers equals one process's."""
     from faults import train_loop_failing_after
@@ -242,13 +259,16 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, tmp
 @pytest.mark.ray
 @pytest.mark.s3
 @pytest.mark.slow
-def test_train_stores_its_run_on_s3(ray_local, s3_prefix) -> None:
-    """Ray Train checkpoints, best/, metrics.jsonl and the synthetic data all in s3:// (moto), one epoch."""
+def test_train_stores_its_run_on_s3(ray_local, quick_ray_train, s3_prefix) -> None:
+    """Ray Train checkpoints, best/, metrics.jsonl and the synthetic data all in s3:// (moto), one epoch. One
+    worker and the regression head (no AB prior pass): storage does not depend on either (the test above trains 2
+    workers with the bins head)."""
     from semcolor.core import storage
     from semcolor.model.checkpoint import load_config
     from semcolor.train.driver import fit
 
-    result = fit(TrainConfig(epochs=1, storage=s3_prefix, name="s3run", **_COMMON))
+    result = fit(TrainConfig(epochs=1, storage=s3_prefix, name="s3run",
+                             **{**_COMMON, "workers": 1, "color_head": "regression"}))
     assert result.run_dir == f"{s3_prefix}/s3run" and result.best_checkpoint == f"{s3_prefix}/s3run/best"
     assert result.latest_checkpoint.startswith(f"{s3_prefix}/s3run/checkpoint_")
     assert load_config(result.best_checkpoint)[0].input_size == _COMMON["size"]  # (weights load: the test above)
