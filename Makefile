@@ -27,6 +27,7 @@ bench: setup
 	$(VENV)/bin/semcolor bench model --out $(BENCH_OUT)
 	$(VENV)/bin/semcolor bench data --s3 --out $(BENCH_OUT)
 	$(VENV)/bin/semcolor bench colorize --s3 --out $(BENCH_OUT)
+	$(VENV)/bin/semcolor bench colorize --rows resolution --out $(BENCH_OUT)
 	$(VENV)/bin/semcolor bench train --out $(BENCH_OUT)
 	$(VENV)/bin/semcolor bench serve --out $(BENCH_OUT)
 	$(VENV)/bin/semcolor bench quality --out $(BENCH_OUT)

@@ -26,8 +26,9 @@ class BenchOptions:
     size: int = option(256, help="model resolution in pixels")
     batch_size: int = option(16, help="images per model batch")
     threads: int = option(2, help="torch threads (the machine's share the benchmark may use)")
-    backend: str = option("auto", choices=BACKENDS, help="colorize: the inference backend of the model-only bound and "
-                          "of the pipeline's actors (auto = onnxruntime on CPU, as `semcolor colorize` runs)")
+    backend: str = option("auto", choices=BACKENDS, help="colorize, serve: the inference backend of the model-only "
+                          "bound and of the actors / replicas measured (auto = onnxruntime on CPU, as `semcolor "
+                          "colorize` and `semcolor serve` run)")
     work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
                               "a temporary folder, removed at the end)")
     rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "

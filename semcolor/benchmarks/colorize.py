@@ -339,11 +339,11 @@ def run_resolution(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, os.path.join(work, "model"))
-        colorizer = load_colorizer(ckpt, device="cpu", size=args.size)
+        colorizer = load_colorizer(ckpt, device="cpu", size=args.size, backend=args.backend, threads=args.threads)
         torch.set_num_threads(args.threads)
         bound = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
         result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
-                  "bound": bound, "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
+                  "backend": colorizer.predictor.describe()["backend"], "bound": bound, "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
     _print_resolution(result["resolution"])
     write_result(args.out, "colorize-resolution", result)
     return 0

@@ -226,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="semcolor-bench-serve-") as tmp:
         config = ModelConfig(input_size=size)
         ckpt = checkpoint.save(build_model(config), config, str(Path(tmp) / "ckpt"))
-        colorizer = load_colorizer(ckpt, device="cpu", size=size)
+        colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=args.backend, threads=threads)
         torch.set_num_threads(1)  # as the replica's per-request threads
+        backend = colorizer.predictor.describe()["backend"]
         stages = {name: stage_costs(colorizer, body) for name, body in sources.items()}
         torch.set_num_threads(threads)  # as the replica's forward thread
         for name, cost in stages.items():
@@ -266,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
             for mode, max_batch in modes.items():
                 serve.run(build_app({"checkpoint": ckpt, "size": size, "max_batch_size": max_batch,
                                      "batch_wait_timeout_s": BATCH_WAIT_S, "num_cpus": threads,
-                                     "torch_threads": threads, "max_ongoing_requests": 64}),
+                                     "torch_threads": threads, "max_ongoing_requests": 64,
+                                     "backend": args.backend}),
                           name=f"{APP_NAME}-{mode}", route_prefix=f"/{mode}")
             print(f"model-only bound ({config.arch} at {size}x{size}, {threads} threads) measured before and after "
                   "every cell", flush=True)
@@ -287,9 +289,11 @@ def run(args: argparse.Namespace) -> int:
                 serve.shutdown()
                 ray.shutdown()
 
+    print(f"backend: {backend}")
     print(format_table(cells))
     write_result(args.out, "serve", {
         "benchmark": "serve", "arch": ModelConfig().arch, "model_size": size, "threads": threads,
+        "backend": backend,
         "max_batch_size": batch, "batch_wait_timeout_s": BATCH_WAIT_S, "output": "png", "input": "grayscale JPEG q90",
         "ratio": "efficiency = a cell's images/s / the mean of the model-only bounds (batch 1 for unbatched, "
                  "max_batch_size for batched) measured immediately before and after that cell",
