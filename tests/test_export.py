@@ -202,6 +202,20 @@ def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path
     assert isinstance(load_predictor(exported["bins"], device="cpu", backend="auto"), OnnxPredictor)  # a .onnx file
 
 
+def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch):
+    """`export_for_cpu_actors`: a checkpoint directory on auto or onnxruntime is exported before the actors start;
+    torch, or a .onnx file, exports nothing."""
+    from semcolor.bulk import job
+    from semcolor.model import onnx_predictor
+
+    calls: list[str] = []
+    monkeypatch.setattr(onnx_predictor, "cached_export", lambda ckpt, *a, **k: calls.append(ckpt) or "x.onnx")
+    for checkpoint_url, backend in (("ckpt", "auto"), ("ckpt", "onnxruntime"), ("ckpt", "torch"),
+                                    ("model.onnx", "auto")):
+        job.export_for_cpu_actors(checkpoint_url, backend)
+    assert calls == ["ckpt", "ckpt"]
+
+
 def test_a_cpu_actor_on_onnxruntime_and_the_cpu_stages_run_without_torch(checkpoints, exported, tmp_path,
                                                                           monkeypatch):
     """The bulk job's CPU path imports no torch: with the export and the LAB table cached, a model actor (backend auto, device cpu)
@@ -274,8 +288,8 @@ def _png(path: Path) -> np.ndarray:
 
 @pytest.mark.ray
 def test_bulk_onnxruntime_backend_matches_torch(ray_local, checkpoints, tmp_path, monkeypatch):
-    """`--backend onnxruntime` from a checkpoint directory: the actor exports it into $SEMCOLOR_CACHE (verified)
-    and colorizes within tolerance of the torch backend's outputs."""
+    """`--backend onnxruntime` from a checkpoint directory: exported once into $SEMCOLOR_CACHE (verified; by the
+    driver, as this Ray has one node) and colorized within tolerance of the torch backend's outputs."""
     from semcolor.bulk.job import colorize
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
@@ -291,7 +305,7 @@ def test_bulk_onnxruntime_backend_matches_torch(ray_local, checkpoints, tmp_path
                            vividness=0.8)
         assert (summary.done, summary.failed) == (len(sizes), 0), summary.failure_examples
         runs[backend] = dst
-    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported at actor start, once
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1  # exported once
     for key, (h, w) in sizes.items():
         torch_rgb, onnx_rgb = _png(runs["torch"] / f"{key}.png"), _png(runs["onnxruntime"] / f"{key}.png")
         assert onnx_rgb.shape == torch_rgb.shape == (h, w, 3)

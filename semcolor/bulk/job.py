@@ -51,6 +51,7 @@ from semcolor.model.config import backend_option, check_vividness, vividness_opt
 from semcolor.model.onnx_predictor import check_backend
 from semcolor.options import config_from_args, option, parse_count_range
 from semcolor.ray_env import (
+    alive_nodes,
     init_ray,
     require_cuda_where_gpus,
     require_shared_paths,
@@ -290,6 +291,18 @@ def actor_memory(batch_size: int, size: int) -> int:
     return ACTOR_BASE_MEMORY + batch_size * size * size * ACTIVATION_BYTES_PER_PIXEL
 
 
+def export_for_cpu_actors(checkpoint: str, backend: str) -> None:
+    """When CPU actors on this machine will run ``checkpoint`` on onnxruntime (``backend`` auto or onnxruntime):
+    export and verify it here, once per machine (:func:`semcolor.model.onnx_predictor.cached_export`), before they
+    start. An actor that exports holds torch and the exporter's memory beside its model (more than its memory
+    reservation), and every actor waits for it; on other nodes the first actor still exports."""
+    from semcolor.model.inference import resolve_backend
+    from semcolor.model.onnx_predictor import cached_export, is_onnx
+
+    if not is_onnx(checkpoint) and resolve_backend(backend, "cpu") == "onnxruntime":
+        cached_export(checkpoint)
+
+
 def stage_task_cpus(cpus: float, actor_cpus: float) -> float:
     """CPUs each decode / merge task reserves: 1, or on a small cluster half of what the model actors leave (at
     least 0.25), so that a task of each stage always fits beside the actors: a local Ray of 1 CPU otherwise waited
@@ -326,6 +339,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
 
     model_config = model_config_of(config.checkpoint)  # a checkpoint directory or a .onnx file
     lab_table()  # built once per machine (with torch, ~1 s) and cached: this node's merge workers map it, torch-free
+    if config.gpus_per_actor == 0 and (not ray.is_initialized() or alive_nodes() == 1):  # the actors run here
+        export_for_cpu_actors(config.checkpoint, config.backend)
     size = int(config.size or model_config.input_size)
     compute, max_actors = _actor_pool(config.actor_range)
 
