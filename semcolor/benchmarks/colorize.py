@@ -137,27 +137,22 @@ def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, seco
 
 def stage_rates(sources: list[str], size: int) -> dict:
     """Single-thread images/s of decode (read + decode + L + resize), merge and PNG encode."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        blobs = [storage.read_bytes(u) for u in sources]
-        start = time.perf_counter()
-        l8s, smalls = [], []
-        for data in blobs:
-            l8, small = prepare_l8(decode_image(data), size)
-            l8s.append(l8)
-            smalls.append(small)
-        decode_s = time.perf_counter() - start
-        ab8 = np.random.default_rng(0).integers(-40, 40, (2, size, size)).astype(np.int8)
-        start = time.perf_counter()
-        merged = [merge_full_resolution(l8, ab8, small) for l8, small in zip(l8s, smalls)]
-        merge_s = time.perf_counter() - start
-        start = time.perf_counter()
-        for rgb in merged:
-            encode_rgb(rgb, "png")
-        encode_s = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(previous)
+    blobs = [storage.read_bytes(u) for u in sources]
+    start = time.perf_counter()
+    l8s, smalls = [], []
+    for data in blobs:
+        l8, small = prepare_l8(decode_image(data), size)
+        l8s.append(l8)
+        smalls.append(small)
+    decode_s = time.perf_counter() - start
+    ab8 = np.random.default_rng(0).integers(-40, 40, (2, size, size)).astype(np.int8)
+    start = time.perf_counter()
+    merged = [merge_full_resolution(l8, ab8, small) for l8, small in zip(l8s, smalls)]
+    merge_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for rgb in merged:
+        encode_rgb(rgb, "png")
+    encode_s = time.perf_counter() - start
     n = len(sources)
     mean_mp = float(np.mean([l.size for l in l8s]) / 1e6)
     return {"images": n, "mean_megapixels": mean_mp, "decode_per_s": n / decode_s, "merge_per_s": n / merge_s,
@@ -178,28 +173,23 @@ def naive_loop(colorizer: Colorizer, sources: list[str], dst: str) -> dict:
 def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int = 2) -> list[dict]:
     """Seconds per image by stage for synthetic JPEG sources of growing size (single thread for CPU stages)."""
     rows = []
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for mp in RESOLUTIONS_MP:
-            h = int(round((mp * 1e6 * 3 / 4) ** 0.5))
-            w = int(round(mp * 1e6 / h))
-            yy, xx = np.mgrid[0:h, 0:w]
-            rgb = np.stack([(xx * 7 // 5) % 256, (yy * 3 // 2) % 256, ((xx + yy) // 3) % 256], -1).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-            jpeg = buf.getvalue()
-            del rgb, yy, xx
-            stages = stage_seconds(colorizer, jpeg, reps)
-            times = {"decode": [d + p for d, p in zip(stages["decode"], stages["preprocess"])],
-                     "merge": stages["merge"], "encode": stages["encode"], "refine_guided": stages["refine_guided"],
-                     "refine_bilinear": stages["refine_bilinear"]}
-            row = {"megapixels": mp, "width": w, "height": h, **{f"{k}_s": min(v) for k, v in times.items()},
-                   "model_s": per_image_model_s}
-            row["total_s"] = row["decode_s"] + row["merge_s"] + row["encode_s"] + per_image_model_s
-            rows.append(row)
-    finally:
-        torch.set_num_threads(previous)
+    for mp in RESOLUTIONS_MP:
+        h = int(round((mp * 1e6 * 3 / 4) ** 0.5))
+        w = int(round(mp * 1e6 / h))
+        yy, xx = np.mgrid[0:h, 0:w]
+        rgb = np.stack([(xx * 7 // 5) % 256, (yy * 3 // 2) % 256, ((xx + yy) // 3) % 256], -1).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+        jpeg = buf.getvalue()
+        del rgb, yy, xx
+        stages = stage_seconds(colorizer, jpeg, reps)
+        times = {"decode": [d + p for d, p in zip(stages["decode"], stages["preprocess"])],
+                 "merge": stages["merge"], "encode": stages["encode"], "refine_guided": stages["refine_guided"],
+                 "refine_bilinear": stages["refine_bilinear"]}
+        row = {"megapixels": mp, "width": w, "height": h, **{f"{k}_s": min(v) for k, v in times.items()},
+               "model_s": per_image_model_s}
+        row["total_s"] = row["decode_s"] + row["merge_s"] + row["encode_s"] + per_image_model_s
+        rows.append(row)
     return rows
 
 

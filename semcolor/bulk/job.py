@@ -338,9 +338,6 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     from semcolor.model.inference import model_config_of
 
     model_config = model_config_of(config.checkpoint)  # a checkpoint directory or a .onnx file
-    lab_table()  # built once per machine (with torch, ~1 s) and cached: this node's merge workers map it, torch-free
-    if config.gpus_per_actor == 0 and (not ray.is_initialized() or alive_nodes() == 1):  # the actors run here
-        export_for_cpu_actors(config.checkpoint, config.backend)
     size = int(config.size or model_config.input_size)
     compute, max_actors = _actor_pool(config.actor_range)
 
@@ -352,6 +349,10 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                               seconds=0.0, images_per_s=0.0, object_store_bytes_per_row=0.0)
     if todo.num_rows == 0:
         return summary
+
+    lab_table()  # built once per machine (with torch, ~1 s) and cached: this node's merge workers map it, torch-free
+    if config.gpus_per_actor == 0 and (not ray.is_initialized() or alive_nodes() == 1):  # the actors run here
+        export_for_cpu_actors(config.checkpoint, config.backend)
 
     # S3 settings travel as an argument to tasks (a per-stage runtime_env would force fresh worker
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
