@@ -14,13 +14,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
+from semcolor.core.scratch import scratch_folder
 from semcolor.data.preprocess import RESIZED_CROP_SCALE, preprocess_batch
 from semcolor.model import checkpoint as ckpt
 from semcolor.model.losses import multitask_loss
@@ -89,11 +89,10 @@ def rebase_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
-def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], str | None] | None:
-    """Load the latest reported checkpoint into ``model``: -> (train state, optimizer file) or None.
-
-    The optimizer file is copied to a temp file the caller removes (the checkpoint dir may be temporary).
-    """
+def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Load the latest reported checkpoint into ``model``: -> (train state, optimizer and scheduler state dicts on
+    CPU) or None. Read while the checkpoint folder exists (it may be a temporary download); nothing is left on
+    disk, so a worker lost while resuming leaks no copy."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -111,11 +110,9 @@ def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], str
         model.load_state_dict(loaded.state_dict(), strict=True)
         with open(os.path.join(folder, STATE_NAME)) as f:
             state = json.load(f)
-        fd, optim_copy = tempfile.mkstemp(suffix=".pt")
-        with os.fdopen(fd, "wb") as out, open(os.path.join(folder, OPTIMIZER_NAME), "rb") as src:
-            out.write(src.read())
+        saved = torch.load(os.path.join(folder, OPTIMIZER_NAME), map_location="cpu", weights_only=True)
     log.info("resuming from %s: epoch %d done, step %d", checkpoint.path, state["epoch"], state["step"])
-    return state, optim_copy
+    return state, saved
 
 
 def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.optim.Optimizer,
@@ -127,7 +124,7 @@ def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.opt
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    with tempfile.TemporaryDirectory(prefix="semcolor-ckpt-") as folder:
+    with scratch_folder("semcolor-ckpt-") as folder:  # a worker lost mid-save leaves no 280 MB folder
         ckpt.save(model, config.model_config(), folder,
                   extra={"epoch": state["epoch"], "metrics": metrics, "train_config": config.to_dict()})
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
@@ -211,11 +208,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                             lr=config.lr_at(world))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": []}
     if restored is not None:
-        state, optim_file = restored
-        try:
-            saved = torch.load(optim_file, map_location=device, weights_only=True)
-        finally:
-            os.unlink(optim_file)
+        state, saved = restored
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         rebase_schedule(optimizer, scheduler, config.lr_at(world), (state["epoch"] + 1) * steps_per_epoch)

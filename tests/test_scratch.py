@@ -1,0 +1,42 @@
+"""Scratch folders: removed on exit, and folders left by killed processes swept by the next one."""
+
+import os
+import subprocess
+import sys
+
+from semcolor.core.scratch import pid_alive, scratch_folder, sweep_stale
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_folder_left_by_a_killed_process_is_swept_and_live_ones_kept(tmp_path):
+    dead = _dead_pid()
+    assert not pid_alive(dead)
+    stale = tmp_path / f"semcolor-ckpt-{dead}-abc"
+    live = tmp_path / f"semcolor-ckpt-{os.getppid()}-def"
+    other = tmp_path / f"other-{dead}-ghi"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 10)
+    with scratch_folder("semcolor-ckpt-", parent=str(tmp_path)) as folder:
+        assert os.path.basename(folder).startswith(f"semcolor-ckpt-{os.getpid()}-")
+        assert not stale.exists() and live.exists() and other.exists()
+        open(os.path.join(folder, "a"), "w").close()
+    assert not os.path.exists(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+def test_a_process_killed_inside_a_scratch_folder_leaves_it_for_the_next_sweep(tmp_path):
+    code = ("import os, sys; from semcolor.core.scratch import scratch_folder\n"
+            "with scratch_folder('semcolor-ckpt-', parent=sys.argv[1]) as f:\n"
+            "    print(f, flush=True); os._exit(9)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    left = out.stdout.strip()
+    assert out.returncode == 9 and os.path.isdir(left)
+    assert sweep_stale("semcolor-ckpt-", str(tmp_path)) == [left]
+    assert not os.path.exists(left)
