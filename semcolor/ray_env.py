@@ -75,10 +75,11 @@ def quiet_logs() -> dict[str, str]:
             "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> bool:
+def init_ray(address: str | None, num_cpus: int | None, keep_idle_workers: bool = False) -> bool:
     """Join ``address`` (else RAY_ADDRESS), or start a new local Ray with ``num_cpus`` (never silently joins another
     local cluster); a no-op when this process is already connected. Returns True when it started a local Ray
-    (which stops with this process).
+    (which stops with this process). ``keep_idle_workers``: the new local Ray keeps idle workers instead of killing
+    them after 1 s (:func:`keep_idle_workers_config`; a joined cluster keeps its own settings).
 
     Ray puts the driver's working directory first on its workers' import path; run from the folder that holds a
     checkout named ``semcolor``, that folder would shadow the installed package inside every worker. A local Ray
@@ -100,25 +101,28 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path, **worker_env},
                           "worker_process_setup_hook": "semcolor.ray_env.pin_ray_address"},
-             _system_config=local_system_config(num_cpus or os.cpu_count() or 1))
+             _system_config=keep_idle_workers_config(num_cpus or os.cpu_count() or 1) if keep_idle_workers else None)
     return True
 
 
-IDLE_WORKERS_PER_CPU = 4
-"""Idle worker processes a local Ray keeps per CPU (:func:`local_system_config`)."""
+WORKER_WARNING_PER_CPU = 4
+"""Ray's raylet warns ("N PYTHON worker processes have been started ...") once a node has this many workers per
+CPU (its startup concurrency, the node's CPUs, times 4)."""
 
 
-def local_system_config(cpus: int) -> dict[str, int]:
-    """Ray system settings of a local Ray of ``cpus`` CPUs started by :func:`init_ray`.
+def keep_idle_workers_config(cpus: int) -> dict[str, int]:
+    """Ray system settings for a local Ray of ``cpus`` CPUs that keeps its idle workers (:func:`init_ray`'s
+    ``keep_idle_workers``, the bulk job's).
 
-    ``num_workers_soft_limit``: Ray kills a worker idle for 1 s while more workers than CPUs exist. On a small
-    machine the bulk job always has more: its model actors, Ray Data's own actors (stats, autoscaling) and decode /
-    merge tasks that reserve a fraction of a CPU. Each killed task worker was started again for the next task,
-    importing Ray Data, the stages and their compiled kernels anew: measured on 2 CPUs (700 ECSSD photos), six
-    workers started and killed in a 52-s run, 0.145 CPU-s per image; with idle workers kept, none, 0.125 CPU-s per
-    image and 17 % more images/s. Keeping them costs no peak memory (they were alive at once when they worked): up
-    to :data:`IDLE_WORKERS_PER_CPU` per CPU (tasks reserve down to a quarter CPU) plus 8 zero-CPU actors."""
-    return {"num_workers_soft_limit": IDLE_WORKERS_PER_CPU * cpus + 8}
+    Ray kills a worker idle for 1 s while a node has more workers than its soft limit (default: its CPUs). On a
+    small machine the bulk job always has more: its model actors, Ray Data's own actors (stats, autoscaling, actor
+    locations) and decode / merge tasks that reserve a fraction of a CPU. Every killed task worker was started
+    again for a next task, importing Ray Data, the stages and their compiled kernels anew: on 2 CPUs the pipeline
+    spent 0.122 CPU-s per image with them, 0.109 without (docs/benchmarks/colorize.json before and after). Keeping
+    them costs no peak memory (they had all been alive at once). The limit stays one under the count at which Ray
+    warns about too many workers; other commands keep Ray's default (training's and Serve's actors would reach it).
+    """
+    return {"num_workers_soft_limit": max(cpus, WORKER_WARNING_PER_CPU * cpus - 1)}
 
 
 def pin_ray_address() -> None:

@@ -53,17 +53,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    """One local Ray (2 CPUs, no dashboard, the system settings of :func:`semcolor.ray_env.init_ray`) for the whole
-    session; shut down at the end."""
+    """One local Ray (2 CPUs, no dashboard) for the whole session; shut down at the end."""
     import ray
 
     assert not ray.is_initialized(), "a test started Ray itself; Ray tests must use the ray_local fixture"
     # tests/ on the workers' path: test-only wrappers (tests/faults.py) run inside Ray workers.
-    from semcolor.ray_env import local_system_config
-
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT / "tests")}},
-             _system_config=local_system_config(2))  # as semcolor's own local Ray: idle workers are kept
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT / "tests")}})
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

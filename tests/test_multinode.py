@@ -29,7 +29,6 @@ from semcolor.core import storage
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
 from semcolor.model.network import build_model
-from semcolor.ray_env import local_system_config
 from semcolor.train.loop import lr_factor
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -46,8 +45,7 @@ def _cluster(*worker_nodes: dict):
     c = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
         # a lost node is declared dead after ~3 s of failed health checks (default ~15 s)
-        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
-                           **local_system_config(1)}})
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
     try:
         workers = [c.add_node(**args) for args in worker_nodes]
         c.wait_for_nodes()

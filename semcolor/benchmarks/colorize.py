@@ -333,7 +333,8 @@ def run_resolution(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
         bound = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
         result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
-                  "backend": colorizer.predictor.describe()["backend"], "bound": bound, "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
+                  "backend": colorizer.predictor.describe()["backend"], "bound": bound,
+                  "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
     _print_resolution(result["resolution"])
     write_result(args.out, "colorize-resolution", result)
     return 0
@@ -404,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         b1 = bound("after naive")
         around["naive"] = (b0 + b1) / 2
 
-        init_ray(args.address, args.num_cpus)
+        init_ray(args.address, args.num_cpus, keep_idle_workers=True)  # as `semcolor colorize`
         result["ray_cpus"] = ray.cluster_resources().get("CPU", 0.0)
         if args.limit:  # colorize takes a prefix; give it exactly the chosen files
             src = str(work / "src")

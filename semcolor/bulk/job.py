@@ -456,7 +456,7 @@ def run_colorize(args: argparse.Namespace) -> int:
 
     config = config_from_args(ColorizeConfig, args)
     model_config_of(config.checkpoint)  # a bad checkpoint fails in one line before any Ray starts
-    init_ray(args.address, args.num_cpus)
+    init_ray(args.address, args.num_cpus, keep_idle_workers=True)
     require_shared_paths({"SRC": config.src, "DST": config.dst, "--checkpoint": config.checkpoint}, args.shared_path)
     require_cuda_where_gpus("--gpus-per-actor", config.gpus_per_actor)
     summary = run_job(config)
