@@ -381,6 +381,23 @@ def test_mixed_folder_counts_every_bad_file(tmp_path: Path, ray_local) -> None:
 
 
 @pytest.mark.ray
+def test_preserve_order_keeps_the_pairs_order_through_filter_select_and_materialize(tmp_path: Path,
+                                                                                   ray_local) -> None:
+    """Validation relies on it (every worker the same batches in the same order) instead of a sort (a shuffle of
+    tasks). The input is not in key order, so a sort anywhere, or a filter or select that reorders, fails here."""
+    write_synth(str(tmp_path / "synth"), 24, 16)
+    pairs = data.load_pairs(images=str(tmp_path / "synth/images"), masks=str(tmp_path / "synth/masks"))
+    order = np.random.default_rng(3).permutation(pairs.num_rows)  # not sorted: the order is the input's, not keys'
+    broken = pa.table({"key": ["broken"], "image": [str(tmp_path / "none.png")], "mask": [str(tmp_path / "no.png")]},
+                      schema=data.PAIR_SCHEMA)
+    pairs = pa.concat_tables([pairs.take(order[:10]), broken, pairs.take(order[10:])])
+    ds, report = pipeline.load_dataset(pairs, 16, rows_per_block=1, preserve_order=True)
+    assert report.counts()["error"] == 1
+    keys = [r["key"] for r in ds.select_columns(["key"]).materialize().take_all()]
+    assert keys == [k for k in pairs["key"].to_pylist() if k != "broken"]
+
+
+@pytest.mark.ray
 def test_ecssd_subset_reads(ecssd_dir: Path, ray_local) -> None:
     pairs = data.load_pairs(images=str(ecssd_dir / "images"), masks=str(ecssd_dir / "masks"), limit=20)
     assert pairs.num_rows == 20

@@ -131,17 +131,22 @@ class LoadReport:
 
 
 def load_dataset(pairs: pa.Table, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 rows_per_block: int = 32) -> tuple["ray.data.Dataset", LoadReport]:
+                 rows_per_block: int = 32, preserve_order: bool = False) -> tuple["ray.data.Dataset", LoadReport]:
     """Decode all pairs once (materialized in the object store) -> (good rows, report).
 
     The dataset holds only good rows, columns ``key``, ``rgb`` uint8 (S, S, 3), ``mask`` uint8 (S, S).
     Bad pairs (unreadable, empty, not an image, corrupt, over ``max_pixels``, bad mask) are in
-    ``report.errors`` with key and reason and are logged; nothing raises for bad data.
+    ``report.errors`` with key and reason and are logged; nothing raises for bad data. ``preserve_order``: rows
+    stay in the order of ``pairs`` (Ray Data's ``preserve_order`` for this dataset and those made from it; no
+    sort, which costs a shuffle of tasks).
     """
     import ray
     from ray.data.expressions import col
 
-    ds = pairs_dataset(pairs, size, max_pixels, rows_per_block).materialize()
+    ds = pairs_dataset(pairs, size, max_pixels, rows_per_block)
+    if preserve_order:
+        ds.context.execution_options.preserve_order = True
+    ds = ds.materialize()
     table = pa.concat_tables(ray.get(ds.select_columns(["key", *STATUS_COLUMNS]).to_arrow_refs()))
     urls = {k: (i, m) for k, i, m in zip(*(pairs[c].to_pylist() for c in ("key", "image", "mask")))}
     bad = table.filter(pc.not_equal(table["status"], OK))

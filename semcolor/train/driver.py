@@ -112,10 +112,10 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[Any, Any, dict[str, in
         raise ValueError(f"the split of {pairs.num_rows} pairs at val_fraction={config.val_fraction} left "
                          f"{train_pairs.num_rows} to train and {val_pairs.num_rows} to validate; use more pairs")
     train_ds, train_report = load_dataset(train_pairs, config.size)
-    val_ds, val_report = load_dataset(val_pairs, config.size)
+    # In key order: every worker (and a single process) sees the same batches in the same order.
+    val_ds, val_report = load_dataset(val_pairs.sort_by("key"), config.size, preserve_order=True)
     train_ds = train_ds.select_columns(["rgb", "mask"]).materialize()
-    # Sorted by key: every worker (and a single process) sees the same batches in the same order.
-    val_ds = val_ds.sort("key").select_columns(["rgb", "mask"]).materialize()
+    val_ds = val_ds.select_columns(["rgb", "mask"]).materialize()
     for ds in (train_ds, val_ds):  # epochs print one line each (the loop's); no bar per worker and iteration
         ds.context.enable_progress_bars = False
     counts = {"pairs": pairs.num_rows, "train": train_report.rows, "val": val_report.rows,
