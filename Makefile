@@ -1,7 +1,8 @@
 # semcolor: the two newcomer commands are `make demo` and `make test`; both set up their own venv.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= --durations=15  # the slowest tests, to keep the suite near 10 minutes
+# the 15 slowest tests, to keep the suite near 10 minutes
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup demo test test-unit browser bench clean
 

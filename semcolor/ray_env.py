@@ -101,8 +101,21 @@ def init_ray(address: str | None, num_cpus: int | None, keep_idle_workers: bool 
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path, **worker_env},
                           "worker_process_setup_hook": "semcolor.ray_env.pin_ray_address"},
-             _system_config=keep_idle_workers_config(num_cpus or os.cpu_count() or 1) if keep_idle_workers else None)
+             _system_config=keep_idle_workers_config(startup_concurrency(num_cpus)) if keep_idle_workers else None)
     return True
+
+
+def startup_concurrency(num_cpus: int | None) -> int:
+    """The workers a new local Ray of ``num_cpus`` CPUs (None: Ray's own count, cgroup limits included) starts at
+    once: its CPUs, at most this machine's cores (as Ray computes it when it starts the raylet)."""
+    if num_cpus is None:
+        try:  # private: the count Ray itself will use
+            from ray._private.utils import get_num_cpus
+
+            num_cpus = int(get_num_cpus())
+        except (ImportError, AttributeError):
+            num_cpus = os.cpu_count() or 1
+    return max(1, min(os.cpu_count() or 1, int(num_cpus)))
 
 
 WORKER_WARNING_PER_CPU = 4
@@ -111,16 +124,17 @@ CPU (its startup concurrency, the node's CPUs, times 4)."""
 
 
 def keep_idle_workers_config(cpus: int) -> dict[str, int]:
-    """Ray system settings for a local Ray of ``cpus`` CPUs that keeps its idle workers (:func:`init_ray`'s
-    ``keep_idle_workers``, the bulk job's).
+    """Ray system settings for a local Ray that starts ``cpus`` workers at once (:func:`startup_concurrency`) and
+    keeps its idle workers (:func:`init_ray`'s ``keep_idle_workers``, the bulk job's).
 
     Ray kills a worker idle for 1 s while a node has more workers than its soft limit (default: its CPUs). On a
     small machine the bulk job always has more: its model actors, Ray Data's own actors (stats, autoscaling, actor
     locations) and decode / merge tasks that reserve a fraction of a CPU. Every killed task worker was started
     again for a next task, importing Ray Data, the stages and their compiled kernels anew: on 2 CPUs the pipeline
-    spent 0.122 CPU-s per image with them, 0.109 without (docs/benchmarks/colorize.json before and after). Keeping
-    them costs no peak memory (they had all been alive at once). The limit stays one under the count at which Ray
-    warns about too many workers; other commands keep Ray's default (training's and Serve's actors would reach it).
+    spent 0.122 CPU-s per image with them, 0.109 without (docs/benchmarks/colorize.json before and after). The
+    memory of the workers kept was in use at the job's peak already; it now stays in use until the job ends. The
+    limit stays one under the count at which Ray warns about too many workers; other commands keep Ray's default
+    (training's and Serve's actors would reach it).
     """
     return {"num_workers_soft_limit": max(cpus, WORKER_WARNING_PER_CPU * cpus - 1)}
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from semcolor.core.scratch import pid_alive, scratch_folder, sweep_stale
+from semcolor.core.scratch import _host, pid_alive, scratch_folder, sweep_stale
 
 
 def _dead_pid() -> int:
@@ -17,18 +17,19 @@ def _dead_pid() -> int:
 def test_a_folder_left_by_a_killed_process_is_swept_and_live_ones_kept(tmp_path):
     dead = _dead_pid()
     assert not pid_alive(dead)
-    stale = tmp_path / f"semcolor-ckpt-{dead}-abc"
-    live = tmp_path / f"semcolor-ckpt-{os.getppid()}-def"
-    other = tmp_path / f"other-{dead}-ghi"
-    for folder in (stale, live, other):
+    stale = tmp_path / f"semcolor-ckpt-{dead}@{_host()}@abc"
+    live = tmp_path / f"semcolor-ckpt-{os.getppid()}@{_host()}@def"
+    elsewhere = tmp_path / f"semcolor-ckpt-{dead}@another-host@jkl"  # a shared temp folder: not ours to judge
+    other = tmp_path / f"other-{dead}@{_host()}@ghi"
+    for folder in (stale, live, elsewhere, other):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"x" * 10)
     with scratch_folder("semcolor-ckpt-", parent=str(tmp_path)) as folder:
-        assert os.path.basename(folder).startswith(f"semcolor-ckpt-{os.getpid()}-")
-        assert not stale.exists() and live.exists() and other.exists()
+        assert os.path.basename(folder).startswith(f"semcolor-ckpt-{os.getpid()}@{_host()}@")
+        assert not stale.exists() and live.exists() and elsewhere.exists() and other.exists()
         open(os.path.join(folder, "a"), "w").close()
     assert not os.path.exists(folder)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, other.name])
 
 
 def test_a_process_killed_inside_a_scratch_folder_leaves_it_for_the_next_sweep(tmp_path):

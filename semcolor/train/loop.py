@@ -91,8 +91,8 @@ def rebase_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
 
 def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Load the latest reported checkpoint into ``model``: -> (train state, optimizer and scheduler state dicts on
-    CPU) or None. Read while the checkpoint folder exists (it may be a temporary download); nothing is left on
-    disk, so a worker lost while resuming leaks no copy."""
+    CPU) or None. Read while the checkpoint folder exists (for remote storage, Ray's temporary download); no copy
+    of the optimizer state is written beside it."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -207,15 +207,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer, scheduler = _build_optimizer(model, config, steps_per_epoch, loop_config.get("deadline"),
                                             lr=config.lr_at(world))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": []}
-    if restored is not None:
+    resumed = restored is not None
+    if resumed:
         state, saved = restored
-        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.load_state_dict(saved["optimizer"])  # moves each state tensor to its parameter's device
         scheduler.load_state_dict(saved["scheduler"])
+        del restored, saved  # the CPU copy (about twice the model's size) is not held for the whole run
         rebase_schedule(optimizer, scheduler, config.lr_at(world), (state["epoch"] + 1) * steps_per_epoch)
         if rank == 0 and state["history"] and state["history"][-1].get("workers", world) != world:
             log.warning("resuming with %d workers (was %d): %d steps per epoch, peak lr %.3g",
                         world, state["history"][-1]["workers"], steps_per_epoch, config.lr_at(world))
-    resumed_from = state["epoch"] if restored is not None else None
+    resumed_from = state["epoch"] if resumed else None
     loss_config = config.loss_config()
     inner = getattr(model, "module", model)
     train_shard = ray.train.get_dataset_shard("train")
