@@ -38,7 +38,7 @@ def test_demo_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_demo_fast_runs_end_to_end(ray_local, tmp_path, capsys):
+def test_demo_fast_runs_end_to_end(ray_local, quick_ray_train, tmp_path, capsys):
     from semcolor.demo.demo import run_demo
 
     out = tmp_path / "demo"

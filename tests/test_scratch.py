@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
-from semcolor.core.scratch import _host, pid_alive, scratch_folder, sweep_stale
+import psutil
+
+from semcolor.core.scratch import _host, scratch_folder, sweep_stale
 
 
 def _dead_pid() -> int:
@@ -16,7 +18,7 @@ def _dead_pid() -> int:
 
 def test_a_folder_left_by_a_killed_process_is_swept_and_live_ones_kept(tmp_path):
     dead = _dead_pid()
-    assert not pid_alive(dead)
+    assert not psutil.pid_exists(dead)
     stale = tmp_path / f"semcolor-ckpt-{dead}@{_host()}@abc"
     live = tmp_path / f"semcolor-ckpt-{os.getppid()}@{_host()}@def"
     elsewhere = tmp_path / f"semcolor-ckpt-{dead}@another-host@jkl"  # a shared temp folder: not ours to judge

@@ -159,8 +159,8 @@ def test_curves_png_is_an_image() -> None:
 
 def _single_process_val_metrics(config: TrainConfig, images: str, masks: str, checkpoint_url: str) -> dict:
     """Validation of ``checkpoint_url`` in this process over the run's own validation rows and batches: the same
-    split and decoder as the run, sorted by key as the driver sorts them, in batches of VAL_BATCH_SIZE, without
-    Ray (a Ray Data sort costs seconds of tasks; the check is about merging, not about Ray Data)."""
+    split and decoder as the run, in key order as the driver reads them, in batches of VAL_BATCH_SIZE, without
+    Ray (the check is about merging, not about Ray Data)."""
     from semcolor.core.decode import OK
     from semcolor.data.pairs import load_pairs, split_pairs
     from semcolor.data.pipeline import decode_batch
@@ -179,15 +179,6 @@ def _single_process_val_metrics(config: TrainConfig, images: str, masks: str, ch
 
 
 _COMMON = dict(synth_n=16, size=32, batch_size=4, workers=2, cpus_per_worker=0.5, max_failures=1, keep=1)
-
-
-@pytest.fixture
-def quick_ray_train(monkeypatch) -> None:
-    """Ray Train's controller polls its workers (health, reports, the end of the run) every 0.5 s instead of 2 s,
-    and starts no preemption watcher (one actor process less per worker group; a test run is never drained). Set
-    in this process: Ray Train passes its RAY_TRAIN_* variables on to the controller it starts."""
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 @pytest.mark.ray

@@ -16,19 +16,10 @@ import socket
 import tempfile
 from collections.abc import Iterator
 
+import psutil
+
 OWNER_SEP = "@"
 """Separates the owner's pid and host in a folder name: ``<prefix><pid>@<host>@<random>``."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists in this machine's (PID namespace's) process table, any owner."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
 
 
 def _host() -> str:
@@ -47,7 +38,7 @@ def sweep_stale(prefix: str, parent: str | None = None) -> list[str]:
         if len(parts) != 3 or not parts[0].isdigit() or parts[1] != _host():
             continue
         owner = int(parts[0])
-        if owner != os.getpid() and not pid_alive(owner):
+        if owner != os.getpid() and not psutil.pid_exists(owner):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
