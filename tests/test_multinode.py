@@ -257,7 +257,7 @@ def test_elastic_training_shrinks_on_a_lost_node_and_grows_on_a_new_one(cluster,
     grows it back to 3, each time from the last checkpoint, and the run reaches its last epoch."""
     c, workers = cluster
     runs, name = tmp_path / "runs", "elastic"
-    epochs = 6
+    epochs = 5
     # The controller polls its workers every 0.5 s (default 2 s) and looks for room to grow every second; a start
     # of a group whose placement group is not ready in 5 s (default 60 s: here only a group that counts the lost
     # node) gives up, and the controller decides the size again. No preemption watcher: one actor less per start.
@@ -394,10 +394,16 @@ def test_serve_keeps_answering_when_a_replica_node_is_lost(cluster, tmp_path):
 
 
 @pytest.fixture
-def fake_gpu_cluster():
-    """A head without GPUs and a node that declares one GPU (this machine has none); -> (cluster, GPU node)."""
-    with _cluster({"num_cpus": 1, "num_gpus": 1}) as (c, workers):
-        yield c, workers[0]
+def fake_gpu_cluster(_module_cluster):
+    """The module's cluster (no GPUs) plus a node that declares one GPU (this machine has none), removed
+    afterwards; -> (cluster, GPU node)."""
+    c, _ = _module_cluster
+    gpu_node = c.add_node(num_cpus=1, num_gpus=1)
+    c.wait_for_nodes()
+    try:
+        yield c, gpu_node
+    finally:
+        c.remove_node(gpu_node)
 
 
 def test_gpu_options_place_work_on_the_gpu_node_and_say_when_cuda_is_not_there(fake_gpu_cluster, tmp_path):

@@ -7,18 +7,20 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.ray
-
-# A local Ray of 2 CPUs started by init_ray: 2 zero-CPU actors (as the model actors and Ray Data's own actors, one
-# of them a barrier) and 4 half-CPU tasks (as decode and merge on a small machine) held at the barrier until all 4
-# run, so 4 task workers exist at once: more workers than CPUs, 6 in all (the bulk job's setting keeps up to 7).
-# Then 4 s idle, past Ray's 1-s threshold for killing idle workers beyond its soft limit.
+# A local Ray of 2 CPUs with the bulk job's settings: 2 zero-CPU actors (as the model actors and Ray Data's own
+# actors, one of them a barrier) and 4 half-CPU tasks (as decode and merge on a small machine) held at the barrier
+# until all 4 run, so 4 task workers exist at once: more workers than CPUs, 6 in all (the bulk job's setting keeps
+# up to 7). Then 2.5 s idle, past Ray's 1-s threshold for killing idle workers beyond its soft limit. The Ray gets
+# the settings init_ray(keep_idle_workers=True) passes (the test of init_ray below checks that it does), without
+# the dashboard init_ray starts for Ray Train (3 s less); "default" starts it with Ray's own settings.
 SCRIPT = """
 import json, os, sys, time
 import psutil, ray
-from semcolor.ray_env import init_ray
+from semcolor.ray_env import keep_idle_workers_config, startup_concurrency
 
-init_ray(None, 2, keep_idle_workers=sys.argv[1] == "keep")
+keep = sys.argv[1] == "keep"
+ray.init(address="local", num_cpus=2, include_dashboard=False,
+         _system_config=keep_idle_workers_config(startup_concurrency(2)) if keep else None)
 
 @ray.remote(num_cpus=0)
 class Barrier:
@@ -45,7 +47,7 @@ def task_pid(barrier, n):
 barrier, holder = Barrier.remote(), Holder.remote()
 ray.get([barrier.count.remote(), holder.pid.remote()])
 workers = set(ray.get([task_pid.remote(barrier, 4) for _ in range(4)]))
-time.sleep(4.0)
+time.sleep(2.5)
 print(json.dumps({"workers": len(workers), "gone": sum(not psutil.pid_exists(p) for p in workers)}))
 """
 
@@ -58,9 +60,32 @@ def _idle_workers_gone(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_init_ray_passes_the_keep_idle_workers_settings_to_a_new_local_ray(monkeypatch, keep):
+    """What init_ray hands ray.init for a new local Ray (no Ray is started): the settings the test below runs
+    with when ``keep_idle_workers``, Ray's own otherwise."""
+    import ray
+
+    from semcolor import ray_env
+
+    calls: list[dict] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray_env, "quiet_logs", dict)  # this process's logging stays as it is
+    assert ray_env.init_ray(None, 3, keep_idle_workers=keep) is True
+    (kwargs,) = calls
+    assert kwargs["address"] == "local" and kwargs["num_cpus"] == 3
+    want = ray_env.keep_idle_workers_config(ray_env.startup_concurrency(3)) if keep else None
+    assert kwargs["_system_config"] == want
+    if keep:
+        assert want["num_workers_soft_limit"] == 4 * min(3, os.cpu_count() or 1) - 1
+
+
+@pytest.mark.ray
 def test_the_bulk_jobs_local_ray_keeps_idle_task_workers():
     """With Ray's default settings (``init_ray`` without ``keep_idle_workers``) the same script loses 2 of its 4
-    task workers (measured with Ray 2.60; not run here: each local Ray costs ~20 s of the suite)."""
+    task workers (measured with Ray 2.60; not run here: each local Ray costs ~10 s of the suite)."""
     kept = _idle_workers_gone("keep")
     assert kept["workers"] == 4, kept
     assert kept["gone"] == 0, f"idle task workers were killed with keep_idle_workers: {kept}"
