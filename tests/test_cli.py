@@ -92,6 +92,17 @@ def test_bad_input_is_one_line_that_names_it(tmp_path, capsys):
     assert "MIN:MAX" in capsys.readouterr().err
 
 
+def test_bench_colorize_on_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda would run the benchmark")
+    assert main(["bench", "colorize", "--device", "cuda", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--device cuda" in err and "CUDA" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
+
+
 def test_a_checkout_in_the_working_directory_is_detected_as_shadowing(tmp_path, monkeypatch):
     """Ray puts the driver's working directory first on workers' paths; a `semcolor` folder there that is not the
     package (a checkout named semcolor) is what init_ray guards against (tests/test_serve.py runs the real case)."""

@@ -29,6 +29,9 @@ class BenchOptions:
     backend: str = option("auto", choices=BACKENDS, help="colorize, serve: the inference backend of the model-only "
                           "bound and of the actors / replicas measured (auto = onnxruntime on CPU, as `semcolor "
                           "colorize` and `semcolor serve` run)")
+    device: str = option("cpu", choices=("cpu", "cuda"), help="colorize: where the model runs; cuda: torch with "
+                         "bf16 autocast and channels_last in the bound and the naive loop, and one model actor "
+                         "with one GPU in the pipeline (its figures are per GPU)")
     work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
                               "a temporary folder, removed at the end)")
     rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "

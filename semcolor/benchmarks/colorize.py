@@ -39,6 +39,12 @@ reserve (CPUs - 1) / T CPUs from Ray, leaving one CPU slot for the decode / merg
 each, which interleave with inference): one T-thread actor loses time whenever a task preempts one of its
 OpenMP threads, separate actors do not. Prints a table, writes ``OUT/colorize.json`` (with the load average
 before each measurement and the environment block of :mod:`semcolor.benchmarks._report`).
+
+``--device cuda`` (a machine whose torch sees a GPU): the bound and the naive loop run torch on the GPU (bf16
+autocast, channels_last, as the bulk job's GPU actors), the bound in this one process (the processes layout is a
+CPU thread-budget question); the pipelines run one model actor with one GPU (``--gpus-per-actor 1``), so every
+figure is per GPU, and the decode / merge / encode tasks get the machine's CPUs. ``cpu_ceiling`` is not computed
+there (the stages do not share the model's processor).
 """
 
 from __future__ import annotations
@@ -198,19 +204,21 @@ STEADY = "steady = rows finished between the 10th and 90th percentile of finish 
 (it leaves out the start-up before the first 10 % and the tail after the last 10 %)."""
 
 
-def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int, backend: str
-              ) -> dict:
-    """One colorize run; end-to-end and steady images/s (:data:`STEADY`), per-quarter rates, object-store
-    bytes/row, CPU seconds per image of the whole Ray on this host + driver (None, with the reason in
-    ``cpu_scope``, when Ray's processes cannot all be found here) and per stage."""
+def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int, backend: str,
+              gpus_per_actor: float = 0.0) -> dict:
+    """One colorize run (``gpus_per_actor`` > 0: GPU actors, ``threads`` unused); end-to-end and steady images/s
+    (:data:`STEADY`), per-quarter rates, object-store bytes/row, CPU seconds per image of the whole Ray on this host
+    + driver (None, with the reason in ``cpu_scope``, when Ray's processes cannot all be found here) and per
+    stage."""
     from semcolor.bulk.job import colorize
 
     load = _load()
     sampler, scope = ray_cpu_sampler()
     if sampler is not None:
         sampler.start()
+    threads_per_actor = None if gpus_per_actor else threads // actors
     summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors),
-                       threads_per_actor=threads // actors, backend=backend)
+                       threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor, backend=backend)
     cpu = sampler.stop() if sampler is not None else None
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
@@ -223,7 +231,7 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
         part = finished[q * n // 4:(q + 1) * n // 4]
         quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
     rows = max(1, summary.done + summary.failed)
-    return {"actors": actors, "threads_per_actor": threads // actors,
+    return {"actors": actors, "threads_per_actor": threads_per_actor, "gpus_per_actor": gpus_per_actor,
             "images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
             "images_per_s": summary.images_per_s, "steady_p10_p90_images_per_s": steady,
             "steady_p10_p90_rows": i90 - i10, "steady_p10_p90_seconds": span, "quarter_images_per_s": quarters,
@@ -244,6 +252,10 @@ def _print_table(result: dict) -> None:
     """The rates with their ratios, CPU per image, and the per-resolution stage costs."""
     rows: list[tuple[str, float | None, float | str | None, float | str | None]] = []
     for b in result["bounds"]:
+        if b["processes"] is None:  # --device cuda
+            rows.append((f"bound {b['when']}: 1 process on {result['device']}", b["one_process"]["images_per_s"],
+                         None, None))
+            continue
         rows.append((f"bound {b['when']}: 1 process x {result['threads']} threads", b["one_process"]["images_per_s"],
                      None, None))
         rows.append((f"bound {b['when']}: {result['threads']} processes x 1 thread", b["processes"]["images_per_s"],
@@ -256,15 +268,17 @@ def _print_table(result: dict) -> None:
     rows.append(("naive sequential loop (batch 1)", naive["images_per_s"], naive["per_bound"], 1.0))
     for name in _pipelines(result):
         p = result[name]
-        rows.append((f"{name.replace('_', ' ')} ({p['actors']} actor(s) x {p['threads_per_actor']} thread(s)):",
-                     None, None, None))
+        layout = (f"{p['actors']} actor(s) x {p['gpus_per_actor']:g} GPU" if p.get("gpus_per_actor")
+                  else f"{p['actors']} actor(s) x {p['threads_per_actor']} thread(s)")
+        rows.append((f"{name.replace('_', ' ')} ({layout}):", None, None, None))
         rows.append(("  end-to-end", p["images_per_s"], p["per_bound"], p["per_naive"]))
         rows.append(("  end-to-end, /naive adjusted for load", p["images_per_s"], p["per_bound"],
                      p["per_naive_load_adjusted"]))
         rows.append((f"  {STEADY}", p["steady_p10_p90_images_per_s"], p["steady_p10_p90_per_bound"],
                      p["steady_p10_p90_per_naive"]))
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
-          f"at {result['size']} px on {result['backend']}, {result['ray_cpus']:g} Ray CPUs")
+          f"at {result['size']} px on {result['backend']} ({result.get('device', 'cpu')}), "
+          f"{result['ray_cpus']:g} Ray CPUs")
     print("/bound: images/s over the mean of the bounds measured just before and after that measure; "
           "/naive: over the naive loop's images/s")
     print(f"{'measure':<80} {'images/s':>9} {'/bound':>7} {'/naive':>7}")
@@ -280,10 +294,11 @@ def _print_table(result: dict) -> None:
         if p["cpu_s_per_image"] is None:
             print(f"{name}: whole-Ray CPU per image {p['cpu_scope']}; Ray Data tasks by stage: {stages}{extra}")
         else:
+            ceiling = ("" if p["cpu_ceiling"] is None
+                       else f", ceiling with the CPU stages on the model's cores {p['cpu_ceiling']:.2f}")
             print(f"{name}: {p['cpu_s_per_image']:.3f} (counts {p['cpu_scope']}) -> CPU efficiency "
-                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), naive loop / pipeline {p['cpu_vs_naive']:.2f}, "
-                  f"ceiling with the CPU stages on the model's cores {p['cpu_ceiling']:.2f}; "
-                  f"Ray Data tasks by stage: {stages}{extra}")
+                  f"{p['cpu_efficiency']:.2f} (bound / pipeline), naive loop / pipeline {p['cpu_vs_naive']:.2f}"
+                  f"{ceiling}; Ray Data tasks by stage: {stages}{extra}")
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
@@ -318,7 +333,19 @@ def _ratios(result: dict, around: dict[str, float]) -> None:
                  cpu_vs_naive=None if cpu is None else naive["cpu_s_per_image"] / cpu)
         stage_cpu = sum(v for k, v in p["stage_cpu_s_per_image"].items()
                         if "decode_rows" in k or "merge_encode_write" in k)
-        p["cpu_ceiling"] = bound_cpu / (bound_cpu + stage_cpu)
+        p["cpu_ceiling"] = None if p.get("gpus_per_actor") else bound_cpu / (bound_cpu + stage_cpu)
+
+
+def bench_device(device: str) -> str:
+    """``--device`` checked before any work: ``cpu``, or ``cuda`` where this process's torch sees a GPU."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "torch finds no usable CUDA device (no driver, or the GPU is hidden)")
+        raise ValueError(f"--device cuda: {why} (torch {torch.__version__}); run it on a GPU machine or drop "
+                         "--device cuda")
+    return device
 
 
 def run_resolution(args: argparse.Namespace) -> int:
@@ -346,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
 
     if getattr(args, "rows", None) == "resolution":
         return run_resolution(args)
+    device = bench_device(getattr(args, "device", "cpu"))
+    gpus = 1.0 if device == "cuda" else 0.0
 
     from semcolor.ray_env import init_ray
 
@@ -365,11 +394,12 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
-        colorizer = load_colorizer(ckpt, device="cpu", size=args.size, backend=args.backend, threads=args.threads)
+        colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads)
         torch.set_num_threads(args.threads)
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
                         "batch_size": args.batch_size, "threads": args.threads,
-                        "backend": colorizer.predictor.describe()["backend"],
+                        "backend": colorizer.predictor.describe()["backend"], "device": device,
+                        "gpu": torch.cuda.get_device_name(0) if gpus else None,
                         "definitions": {
                             "steady_p10_p90": f"{STEADY}: their count over the time between those finish times",
                             "per_bound": "images/s over the mean of the model-only bounds measured just before and "
@@ -381,14 +411,14 @@ def run(args: argparse.Namespace) -> int:
         bounds: list[dict] = []
 
         def bound(label: str) -> float:
-            """The bound now: the better of one process with T threads and T 1-thread processes (the machine
-            may be shared: each ratio uses the bounds measured around it)."""
+            """The bound now: the better of one process with T threads and T 1-thread processes, or this process
+            on the GPU (the machine may be shared: each ratio uses the bounds measured around it)."""
             print(f"measuring the model-only bound ({label}) ...", flush=True)
             torch.set_num_threads(args.threads)
             threads = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
-            procs = model_bound_processes(ckpt, args.size, args.batch_size, args.threads, seconds=BOUND_SECONDS,
-                                          backend=args.backend)
-            best = max((threads, procs), key=lambda r: r["images_per_s"])
+            procs = None if gpus else model_bound_processes(ckpt, args.size, args.batch_size, args.threads,
+                                                            seconds=BOUND_SECONDS, backend=args.backend)
+            best = max((r for r in (threads, procs) if r is not None), key=lambda r: r["images_per_s"])
             bounds.append({"when": label, "images_per_s": best["images_per_s"],
                            "cpu_s_per_image": best["cpu_s_per_image"], "one_process": threads,
                            "processes": procs})
@@ -412,13 +442,14 @@ def run(args: argparse.Namespace) -> int:
             os.makedirs(src)
             for url in sources:
                 os.symlink(url, os.path.join(src, os.path.basename(url)))
-        layouts = {"pipeline_local_1_actor": 1, "pipeline_local": args.threads}  # actors for T threads in all
+        # actors for T threads in all; on the GPU one actor with one GPU
+        layouts = {"pipeline_local": 1} if gpus else {"pipeline_local_1_actor": 1, "pipeline_local": args.threads}
         before = b1
         for name, actors in layouts.items():
-            print(f"measuring the pipeline local -> local, {actors} actor(s) x {args.threads // actors} "
-                  "thread(s) ...", flush=True)
+            print(f"measuring the pipeline local -> local, {actors} actor(s) x "
+                  f"{'1 GPU' if gpus else f'{args.threads // actors} thread(s)'} ...", flush=True)
             result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors,
-                                     args.backend)
+                                     args.backend, gpus)
             after = bound(f"after {name}")
             around[name], before = (before + after) / 2, after
         best_actors = max(layouts.items(),
@@ -433,7 +464,7 @@ def run(args: argparse.Namespace) -> int:
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
                 moto_cpu = cpu_seconds(moto_pid)
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads, best_actors, args.backend)
+                                                  args.threads, best_actors, args.backend, gpus)
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
                     (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 b4 = bound("after pipeline s3")
@@ -443,7 +474,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"measuring the pipeline s3 -> s3 with {S3_LATENCY_S * 1e3:.0f} ms per request ...",
                           flush=True)
                     result["pipeline_s3_latency"] = _pipeline(prefix, f"s3://{BUCKET}/out_latency", ckpt, args.size,
-                                                              args.batch_size, args.threads, best_actors, args.backend)
+                                                              args.batch_size, args.threads, best_actors, args.backend,
+                                                              gpus)
                     result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
                 around["pipeline_s3_latency"] = (b4 + bound("after pipeline s3 latency")) / 2
         result["bounds"] = bounds
