@@ -24,6 +24,23 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def semcolor_cache(tmp_path_factory) -> Iterator[Path]:
+    """The session's own $SEMCOLOR_CACHE (ONNX exports ~100 MB each, the LAB table), set before any Ray or command
+    starts so that their processes inherit it: tests never fill the user's cache, nor find exports an earlier run
+    left there (every run pays what a fresh machine pays)."""
+    from semcolor.core.cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("semcolor-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @contextlib.contextmanager
 def served(*cli_args: str) -> Iterator[str]:
     """``semcolor serve CLI_ARGS --host 127.0.0.1 --port <free> --no-blocking`` on the connected Ray; yields its

@@ -161,22 +161,28 @@ def load_onnx_predictor(url: str, size: int | None = None, threads: int | None =
     return OnnxPredictor(session=session, config=config, size=size, threads=threads, source=source)
 
 
-def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
-    """The local path of ``checkpoint``'s verified ONNX export in :func:`semcolor.core.cache.cache_folder`, exported
-    (:func:`semcolor.model.export.export_checkpoint`) on first use.
-
-    Keyed by the checkpoint's bytes (config.json + model.safetensors) and the graph format, semcolor and torch
-    versions; a file lock lets one process per node export while the others wait, then reuse it. Finding a cached
-    export imports no torch (the version is read from the installed package's metadata).
-    """
-    import fcntl
-
+def export_cache_path(checkpoint: str, cache_dir: str | None = None) -> str:
+    """Where :func:`cached_export` keeps ``checkpoint``'s export: ``<cache>/onnx/<key>.onnx``, the key a hash of the
+    checkpoint's bytes (config.json + model.safetensors) and the graph format, semcolor and torch versions (read
+    from the installed packages' metadata: no torch import). The folder is created; the file may not exist yet."""
     digest = hashlib.sha256(f"{ONNX_FORMAT} {__version__} {version('torch')}".encode())
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         digest.update(storage.read_bytes(storage.join(checkpoint, name)))
     folder = os.path.join(cache_folder(cache_dir), "onnx")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, digest.hexdigest()[:24] + ONNX_SUFFIX)
+    return os.path.join(folder, digest.hexdigest()[:24] + ONNX_SUFFIX)
+
+
+def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
+    """The local path of ``checkpoint``'s verified ONNX export in :func:`semcolor.core.cache.cache_folder`
+    (:func:`export_cache_path`), exported (:func:`semcolor.model.export.export_checkpoint`) on first use.
+
+    A file lock lets one process per node export while the others wait, then reuse it. Finding a cached export
+    imports no torch.
+    """
+    import fcntl
+
+    path = export_cache_path(checkpoint, cache_dir)
     if os.path.exists(path):
         return path
     with open(path + ".lock", "w") as lock:
