@@ -75,10 +75,10 @@ def _module_cluster(s3_server):
 
 @pytest.fixture
 def cluster(_module_cluster):
-    """The module's cluster with two live worker nodes of 1 CPU each (nodes a test lost are replaced): one
-    cluster start for every test that needs it."""
+    """The module's cluster with two live worker nodes of 1 CPU each (nodes a test lost are replaced, a node a test
+    added is one of them): one cluster start for every test that needs it."""
     c, workers = _module_cluster
-    workers[:] = [w for w in workers if w in c.worker_nodes]
+    workers[:] = [w for w in workers if w in c.worker_nodes] + [w for w in c.worker_nodes if w not in workers]
     while len(workers) < 2:
         workers.append(c.add_node(num_cpus=1))
     c.wait_for_nodes()

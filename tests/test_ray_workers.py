@@ -84,8 +84,8 @@ def test_init_ray_passes_the_keep_idle_workers_settings_to_a_new_local_ray(monke
 
 @pytest.mark.ray
 def test_the_bulk_jobs_local_ray_keeps_idle_task_workers():
-    """With Ray's default settings (``init_ray`` without ``keep_idle_workers``) the same script loses 2 of its 4
-    task workers (measured with Ray 2.60; not run here: each local Ray costs ~10 s of the suite)."""
+    """With Ray's own settings (the script's "default" mode) the same script loses 2 of its 4 task workers
+    (measured with Ray 2.60; not run here: each local Ray costs ~10 s of the suite)."""
     kept = _idle_workers_gone("keep")
     assert kept["workers"] == 4, kept
     assert kept["gone"] == 0, f"idle task workers were killed with keep_idle_workers: {kept}"

@@ -41,10 +41,11 @@ OpenMP threads, separate actors do not. Prints a table, writes ``OUT/colorize.js
 before each measurement and the environment block of :mod:`semcolor.benchmarks._report`).
 
 ``--device cuda`` (a machine whose torch sees a GPU): the bound and the naive loop run torch on the GPU (bf16
-autocast, channels_last, as the bulk job's GPU actors), the bound in this one process (the processes layout is a
-CPU thread-budget question); the pipelines run one model actor with one GPU (``--gpus-per-actor 1``), so every
-figure is per GPU, and the decode / merge / encode tasks get the machine's CPUs. ``cpu_ceiling`` is not computed
-there (the stages do not share the model's processor).
+autocast, channels_last and deterministic algorithms, as the bulk job's GPU actors), the bound in this one process
+(the processes layout is a CPU thread-budget question); the pipelines run one model actor with one GPU
+(``--gpus-per-actor 1``, which also reserves 1 CPU), so every figure is per GPU, and the decode / merge / encode
+tasks get the other CPUs. ``cpu_ceiling`` is not computed there (the stages do not share the model's processor).
+``--rows resolution --device cuda`` puts the model's share of those rows on the GPU.
 """
 
 from __future__ import annotations
@@ -348,19 +349,29 @@ def bench_device(device: str) -> str:
     return device
 
 
-def run_resolution(args: argparse.Namespace) -> int:
+def _gpu_as_the_actors(device: str) -> None:
+    """On CUDA, the settings the bulk job's GPU actors run with (:func:`make_deterministic`), so that the bound
+    compares like with like."""
+    if device == "cuda":
+        from semcolor.model.torch_predictor import make_deterministic
+
+        make_deterministic()
+
+
+def run_resolution(args: argparse.Namespace, device: str = "cpu") -> int:
     """`semcolor bench colorize --rows resolution`: the per-resolution stage costs alone (decode, merge, encode at
-    0.25 / 1 / 4 / 12 MP, single thread; the model's share from the model-only bound), no pipeline; a table and
-    ``OUT/colorize-resolution.json``."""
+    0.25 / 1 / 4 / 12 MP, single thread; the model's share from the model-only bound on ``device``), no pipeline; a
+    table and ``OUT/colorize-resolution.json``."""
     with tempfile.TemporaryDirectory(prefix="semcolor-bench-resolution-") as work:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, os.path.join(work, "model"))
-        colorizer = load_colorizer(ckpt, device="cpu", size=args.size, backend=args.backend, threads=args.threads)
+        _gpu_as_the_actors(device)
+        colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads)
         torch.set_num_threads(args.threads)
         bound = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
         result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
-                  "backend": colorizer.predictor.describe()["backend"], "bound": bound,
+                  "backend": colorizer.predictor.describe()["backend"], "device": device, "bound": bound,
                   "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
     _print_resolution(result["resolution"])
     write_result(args.out, "colorize-resolution", result)
@@ -368,15 +379,16 @@ def run_resolution(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`semcolor bench colorize [--data ROOT] [--s3] [--limit N] [--size S] [--batch-size B] [--threads T]`."""
+    """`semcolor bench colorize [--data ROOT] [--s3] [--limit N] [--size S] [--batch-size B] [--threads T]
+    [--backend B] [--device cpu|cuda] [--rows resolution]`."""
     import ray
 
-    if getattr(args, "rows", None) == "resolution":
-        return run_resolution(args)
     device = bench_device(getattr(args, "device", "cpu"))
+    if getattr(args, "rows", None) == "resolution":
+        return run_resolution(args, device)
     gpus = 1.0 if device == "cuda" else 0.0
 
-    from semcolor.ray_env import init_ray
+    from semcolor.ray_env import init_ray, require_cuda_where_gpus
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     root = Path(args.data) if args.data else DEFAULT_DATA
@@ -394,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
+        _gpu_as_the_actors(device)
         colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads)
         torch.set_num_threads(args.threads)
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
@@ -436,6 +449,7 @@ def run(args: argparse.Namespace) -> int:
         around["naive"] = (b0 + b1) / 2
 
         init_ray(args.address, args.num_cpus, keep_idle_workers=True)  # as `semcolor colorize`
+        require_cuda_where_gpus("--device cuda", gpus)  # a Ray without a usable GPU: one line, not a hang
         result["ray_cpus"] = ray.cluster_resources().get("CPU", 0.0)
         if args.limit:  # colorize takes a prefix; give it exactly the chosen files
             src = str(work / "src")
