@@ -176,19 +176,28 @@ GPU_PREFLIGHT_TIMEOUT_S = 300.0
 """How long :func:`require_cuda_where_gpus` waits for a node with the GPUs asked for (an autoscaler may add one)."""
 
 
-def cuda_problem(option: str) -> str | None:
-    """In a Ray worker given GPUs for ``option``: None when CUDA works here, else why not, naming this node."""
-    import ray
+def why_no_cuda() -> str | None:
+    """None when this process's torch can use CUDA, else why not (with the torch version)."""
     import torch
 
     if torch.cuda.is_available():
         return None
-    node = ray.get_runtime_context().get_node_id()
     why = ("this torch is built without CUDA" if torch.version.cuda is None
            else "torch finds no usable CUDA device (no driver, or the GPU is hidden)")
+    return f"{why} (torch {torch.__version__})"
+
+
+def cuda_problem(option: str) -> str | None:
+    """In a Ray worker given GPUs for ``option``: None when CUDA works here, else why not, naming this node."""
+    import ray
+
+    why = why_no_cuda()
+    if why is None:
+        return None
+    node = ray.get_runtime_context().get_node_id()
     return (f"{option}: Ray placed this work on node {ray.util.get_node_ip_address()} ({node[:12]}), which declares "
-            f"GPU(s) {ray.get_gpu_ids()}, but CUDA is not usable there: {why} (torch {torch.__version__}); run it "
-            f"on a node with a working GPU, or set {option} 0 for CPU")
+            f"GPU(s) {ray.get_gpu_ids()}, but CUDA is not usable there: {why}; run it on a node with a working GPU, "
+            f"or set {option} 0 for CPU")
 
 
 def require_cuda_where_gpus(option: str, num_gpus: float, timeout_s: float = GPU_PREFLIGHT_TIMEOUT_S) -> None:

@@ -32,13 +32,9 @@ def semcolor_cache(tmp_path_factory) -> Iterator[Path]:
     from semcolor.core.cache import CACHE_ENV
 
     folder = tmp_path_factory.mktemp("semcolor-cache")
-    before = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder
 
 
 @contextlib.contextmanager

@@ -338,14 +338,12 @@ def _ratios(result: dict, around: dict[str, float]) -> None:
 
 
 def bench_device(device: str) -> str:
-    """``--device`` checked before any work: ``cpu``, or ``cuda`` where this process's torch sees a GPU."""
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        why = ("this torch is built without CUDA" if torch.version.cuda is None
-               else "torch finds no usable CUDA device (no driver, or the GPU is hidden)")
-        raise ValueError(f"--device cuda: {why} (torch {torch.__version__}); run it on a GPU machine or drop "
-                         "--device cuda")
+    """``--device`` (cpu or cuda) checked before any work: cuda only where this process's torch can use a GPU."""
+    from semcolor.ray_env import why_no_cuda
+
+    why = why_no_cuda() if device == "cuda" else None
+    if why is not None:
+        raise ValueError(f"--device cuda: {why}; run it on a GPU machine or drop --device cuda")
     return device
 
 
