@@ -204,6 +204,68 @@ def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path
     assert isinstance(load_predictor(exported["bins"], device="cpu", backend="auto"), OnnxPredictor)  # a .onnx file
 
 
+def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
+    """With room for 2 exports: a, b exported; a used again; c exported removes b (the least recently used), not a;
+    b used again is exported again. Temp files of writes in flight stay; a bad setting is refused with its name."""
+    from semcolor.model import onnx_predictor
+
+    def fake_export(ckpt: str, out: str, threads=None):
+        exports.append(Path(ckpt).name)
+        Path(out).write_bytes(b"onnx of " + ckpt.encode())
+
+    exports: list[str] = []
+    monkeypatch.setattr(export, "export_checkpoint", fake_export)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "2")
+    ckpts = {}
+    for name in "abc":
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"name": "{name}"}}')
+        (folder / "model.safetensors").write_bytes(name.encode())
+        ckpts[name] = str(folder)
+    paths = {name: export_cache_path(ckpts[name]) for name in "abc"}
+    in_flight = Path(paths["a"]).parent / f".{Path(paths['a']).name}.x1y2.tmp"
+    in_flight.write_bytes(b"partial")
+    for name in "aba":
+        assert onnx_predictor.cached_export(ckpts[name]) == paths[name]
+    assert exports == ["a", "b"]  # a's second use found its export
+    onnx_predictor.cached_export(ckpts["c"])
+    assert exports == ["a", "b", "c"]
+    kept = sorted(p.name for p in Path(paths["a"]).parent.glob("*.onnx"))
+    assert kept == sorted(Path(paths[name]).name for name in "ac") and in_flight.exists()
+    onnx_predictor.cached_export(ckpts["b"])
+    assert exports == ["a", "b", "c", "b"] and not Path(paths["a"]).exists()  # a was older than c
+    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "0")
+    with pytest.raises(ValueError, match=onnx_predictor.EXPORTS_KEPT_ENV):
+        onnx_predictor.cached_export(ckpts["a"])
+
+
+def test_a_reader_whose_export_was_evicted_meanwhile_exports_again(checkpoints, exported, tmp_path, monkeypatch):
+    """Another process's export may remove this one between its lookup and its read: the loader exports it again
+    instead of failing."""
+    from semcolor.model import onnx_predictor
+
+    calls: list[str] = []
+
+    def fake_export(ckpt: str, out: str, threads=None):
+        calls.append(ckpt)
+        shutil.copyfile(exported["bins"], out)
+
+    real_read = onnx_predictor.storage.read_bytes
+
+    def read_after_eviction(url: str, **kwargs) -> bytes:
+        if len(calls) == 1:
+            Path(url).unlink()  # as evict_exports in another process would
+            calls.append("evicted")
+        return real_read(url, **kwargs)
+
+    monkeypatch.setattr(export, "export_checkpoint", fake_export)
+    monkeypatch.setattr(onnx_predictor.storage, "read_bytes", read_after_eviction)
+    predictor = load_onnx_predictor(checkpoints["bins"], cache_dir=str(tmp_path / "cache"), threads=1)
+    assert calls == [checkpoints["bins"], "evicted", checkpoints["bins"]] and Path(predictor.source).exists()
+
+
 def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch):
     """`export_for_cpu_actors`: a checkpoint directory on auto or onnxruntime is exported before the actors start;
     torch, or a .onnx file, exports nothing."""

@@ -41,6 +41,11 @@ ONNX_FORMAT = "1"
 META_VERSION = "semcolor.version"
 META_VERIFIED = "semcolor.verification"
 """metadata_props key: JSON of the export's check against torch (tolerances, largest differences seen)."""
+EXPORTS_KEPT_ENV = "SEMCOLOR_CACHE_EXPORTS"
+"""Environment variable: how many exports :func:`cached_export` keeps (the most recently used)."""
+DEFAULT_EXPORTS_KEPT = 8
+EXPORT_LOCK = ".export.lock"
+"""The cache folder's lock file: one export (and eviction) at a time per node."""
 
 
 def is_onnx(url: str) -> bool:
@@ -147,8 +152,16 @@ def load_onnx_predictor(url: str, size: int | None = None, threads: int | None =
     directory, exported (and verified against torch) once into ``cache_dir`` (see
     :func:`cached_export`). ``size``: default the model's input size; ``threads``:
     onnxruntime intra-op threads, default this process's cores."""
-    source = url if is_onnx(url) else cached_export(url, cache_dir)
-    data = storage.read_bytes(source)
+    if is_onnx(url):
+        source = url
+        data = storage.read_bytes(source)
+    else:
+        source = cached_export(url, cache_dir)
+        try:
+            data = storage.read_bytes(source)
+        except FileNotFoundError:  # evicted between the lookup and the read by another process's new export
+            source = cached_export(url, cache_dir)
+            data = storage.read_bytes(source)
     threads = max(1, int(threads or default_threads()))
     try:
         session = make_session(data, threads)
@@ -173,22 +186,72 @@ def export_cache_path(checkpoint: str, cache_dir: str | None = None) -> str:
     return os.path.join(folder, digest.hexdigest()[:24] + ONNX_SUFFIX)
 
 
+def exports_kept() -> int:
+    """How many exports the cache keeps: ``$SEMCOLOR_CACHE_EXPORTS`` (a positive integer), default
+    :data:`DEFAULT_EXPORTS_KEPT`."""
+    raw = os.environ.get(EXPORTS_KEPT_ENV, "")
+    if not raw:
+        return DEFAULT_EXPORTS_KEPT
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"${EXPORTS_KEPT_ENV} must be a positive integer (exports kept); got {raw!r}")
+    return int(raw)
+
+
+def evict_exports(folder: str, keep: int) -> list[str]:
+    """Remove all but the ``keep`` most recently used ``*.onnx`` files of ``folder`` (by modification time, which
+    :func:`cached_export` refreshes on every use); temp files of writes in flight are left alone. Returns the
+    removed paths, oldest first."""
+    exports = []
+    for entry in os.scandir(folder):
+        if entry.name.endswith(ONNX_SUFFIX) and not entry.name.startswith("."):
+            try:
+                exports.append((entry.stat().st_mtime_ns, entry.path))
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+    exports.sort()
+    removed = []
+    for _, path in exports[:max(0, len(exports) - keep)]:
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _mark_used(path: str) -> bool:
+    """Refresh ``path``'s modification time (its place in the cache's use order); False where it is gone. A cache
+    this process may read but not write (e.g. one baked into an image) is used as it is."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return os.path.exists(path)
+
+
 def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
     """The local path of ``checkpoint``'s verified ONNX export in :func:`semcolor.core.cache.cache_folder`
     (:func:`export_cache_path`), exported (:func:`semcolor.model.export.export_checkpoint`) on first use.
 
-    A file lock lets one process per node export while the others wait, then reuse it. Finding a cached export
-    imports no torch.
+    The cache keeps the :func:`exports_kept` most recently used exports (~100 MB each for the default UNet): each
+    use refreshes an export's time, and a new export removes the oldest beyond that (:func:`evict_exports`). One
+    lock per cache folder lets one process per node export (and evict) while the others wait, then reuse it.
+    Finding a cached export imports no torch. A caller that reads the file later retries once where it is gone
+    (see :func:`load_onnx_predictor`).
     """
     import fcntl
 
     path = export_cache_path(checkpoint, cache_dir)
-    if os.path.exists(path):
+    if _mark_used(path):
         return path
-    with open(path + ".lock", "w") as lock:
+    keep = exports_kept()
+    with open(os.path.join(os.path.dirname(path), EXPORT_LOCK), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not os.path.exists(path):
+        if not _mark_used(path):
             from semcolor.model.export import export_checkpoint
 
             export_checkpoint(checkpoint, path, threads)
+            evict_exports(os.path.dirname(path), keep)
     return path
