@@ -1,8 +1,9 @@
 # semcolor: the two newcomer commands are `make demo` and `make test`; both set up their own venv.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# the 15 slowest tests, to keep the suite near 10 minutes
-PYTEST_ARGS ?= --durations=15
+# two pytest-xdist workers, one per lane (tests/conftest.py: the tests that start their own Ray beside the rest);
+# the 15 slowest tests, to keep the suite under 10 minutes
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=15
 
 .PHONY: setup demo test test-unit browser bench clean
 
@@ -16,7 +17,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PY) -m pytest -m "not ray and not s3 and not browser and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not ray and not s3 and not browser and not slow" --durations=15
 
 # Debian chromium for the browser test of the web page (the test skips with a reason without it).
 browser:

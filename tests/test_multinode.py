@@ -31,7 +31,7 @@ from semcolor.model.config import ModelConfig
 from semcolor.model.network import build_model
 from semcolor.train.loop import lr_factor
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.own_ray]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -83,6 +83,7 @@ def test_init_ray_passes_the_keep_idle_workers_settings_to_a_new_local_ray(monke
 
 
 @pytest.mark.ray
+@pytest.mark.own_ray
 def test_the_bulk_jobs_local_ray_keeps_idle_task_workers():
     """With Ray's own settings (the script's "default" mode) the same script loses 2 of its 4 task workers
     (measured with Ray 2.60; not run here: each local Ray costs ~10 s of the suite)."""
