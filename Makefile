@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # two pytest-xdist workers, one per lane (tests/conftest.py: the tests that start their own Ray beside the rest);
 # the 15 slowest tests, to keep the suite under 10 minutes
-PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=15
+PYTEST_ARGS ?= -n 2 --durations=15
+PYTEST_UNIT_ARGS ?= --durations=15
 
 .PHONY: setup demo test test-unit browser bench clean
 
@@ -17,7 +18,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PY) -m pytest -m "not ray and not s3 and not browser and not slow" --durations=15
+	$(PY) -m pytest -m "not ray and not s3 and not browser and not slow" $(PYTEST_UNIT_ARGS)
 
 # Debian chromium for the browser test of the web page (the test skips with a reason without it).
 browser:

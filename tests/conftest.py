@@ -37,20 +37,56 @@ def semcolor_cache(tmp_path_factory) -> Iterator[Path]:
         yield folder
 
 
-LANES = {True: "own-ray", False: "session-ray"}
-"""pytest-xdist groups (``make test`` runs ``-n 2 --dist loadgroup``): the tests that start a Ray or cluster of their
-own (marked ``own_ray``: several nodes, a ``ray start --head``, commands that start their own) run in one worker,
-all the others (the session's ``ray_local``, moto, Serve, the unit tests) in the other. Both lanes spend a third
-of their time waiting on start-ups and polls, so on 2 cores they overlap well (measured: 8 min 14 s for both at
-once against 11-12 min one after the other), and no worker starts a second session Ray beside a cluster."""
+OWN_RAY_MODULES = frozenset({"test_commands_at_once.py", "test_jobs_submit.py", "test_multinode.py",
+                             "test_ray_workers.py"})
+"""The modules whose integration tests start a Ray or cluster of their own (marked ``own_ray``): several nodes, a
+``ray start --head``, commands that start their own local Ray."""
+
+
+def lane(nodeid: str) -> str:
+    """The pytest-xdist lane of a test id: ``own-ray`` for the tests of :data:`OWN_RAY_MODULES`, ``session-ray``
+    for all others (the session's ``ray_local``, moto, Serve, the unit tests)."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "own-ray" if module in OWN_RAY_MODULES else "session-ray"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``make test`` runs ``-n 2``: one worker per :func:`lane`, whole (xdist's scope scheduling with the lane as the
+    scope). Both lanes spend about a third of their time waiting on start-ups and polls, so on 2 cores they overlap
+    well. The scheduler sees test ids only (workers collect, not this process), hence a list of modules; the
+    ``own_ray`` mark must agree with it (checked at collection). Not ``xdist_group`` marks with ``--dist
+    loadgroup``: under pytest 9.2 they silently stop taking effect (pytest-xdist issue 1386). The own-Ray worker
+    starts the session's Ray too, for the one test that compares a cluster's outputs with it (test_multinode)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    return LaneScheduling(config, log)
+
+
+_WORKER_LANE: list[str] = []
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under ``-n 2`` or more, a worker that is given tests of both lanes stops with the reason (an xdist that no
+    longer calls the scheduler hook above would otherwise mix them silently)."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) < 2:
+        return
+    this = lane(item.nodeid)
+    _WORKER_LANE[:] = _WORKER_LANE or [this]
+    if _WORKER_LANE[0] != this:
+        raise RuntimeError(f"pytest-xdist gave worker {os.environ.get('PYTEST_XDIST_WORKER')} tests of lanes "
+                           f"{_WORKER_LANE[0]} and {this} ({item.nodeid}): tests/conftest.py's scheduler was not used")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put every test in its lane (:data:`LANES`) when pytest-xdist distributes them."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(LANES[item.get_closest_marker("own_ray") is not None]))
+    """A test marked ``own_ray`` outside :data:`OWN_RAY_MODULES` would share a worker with the session's Ray."""
+    stray = [item.nodeid for item in items if item.get_closest_marker("own_ray") and lane(item.nodeid) != "own-ray"]
+    if stray:
+        raise pytest.UsageError(f"tests marked own_ray outside OWN_RAY_MODULES (tests/conftest.py): {stray}")
 
 
 @contextlib.contextmanager

@@ -204,9 +204,21 @@ def test_backend_resolution_and_the_export_cache(checkpoints, exported, tmp_path
     assert isinstance(load_predictor(exported["bins"], device="cpu", backend="auto"), OnnxPredictor)  # a .onnx file
 
 
+def _fake_checkpoints(root: Path, names: str) -> dict[str, str]:
+    """Checkpoint folders whose bytes differ (the cache key hashes them); nothing loadable."""
+    made = {}
+    for name in names:
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(f'{{"name": "{name}"}}')
+        (root / name / "model.safetensors").write_bytes(name.encode())
+        made[name] = str(root / name)
+    return made
+
+
 def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
     """With room for 2 exports: a, b exported; a used again; c exported removes b (the least recently used), not a;
-    b used again is exported again. Temp files of writes in flight stay; a bad setting is refused with its name."""
+    b used again is exported again. Uses microseconds apart are ordered (the clock's time, not the file system's
+    coarse "now"); temp files of writes in flight stay; a bad setting is refused with its name."""
     from semcolor.model import onnx_predictor
 
     def fake_export(ckpt: str, out: str, threads=None):
@@ -217,20 +229,14 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     monkeypatch.setattr(export, "export_checkpoint", fake_export)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "2")
-    ckpts = {}
-    for name in "abc":
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "config.json").write_text(f'{{"name": "{name}"}}')
-        (folder / "model.safetensors").write_bytes(name.encode())
-        ckpts[name] = str(folder)
+    ckpts = _fake_checkpoints(tmp_path, "abc")
     paths = {name: export_cache_path(ckpts[name]) for name in "abc"}
     in_flight = Path(paths["a"]).parent / f".{Path(paths['a']).name}.x1y2.tmp"
     in_flight.write_bytes(b"partial")
     for name in "aba":
         assert onnx_predictor.cached_export(ckpts[name]) == paths[name]
     assert exports == ["a", "b"]  # a's second use found its export
-    onnx_predictor.cached_export(ckpts["c"])
+    assert onnx_predictor.read_cached_export(ckpts["c"]) == (paths["c"], b"onnx of " + ckpts["c"].encode())
     assert exports == ["a", "b", "c"]
     kept = sorted(p.name for p in Path(paths["a"]).parent.glob("*.onnx"))
     assert kept == sorted(Path(paths[name]).name for name in "ac") and in_flight.exists()
@@ -238,32 +244,67 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     assert exports == ["a", "b", "c", "b"] and not Path(paths["a"]).exists()  # a was older than c
     monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "0")
     with pytest.raises(ValueError, match=onnx_predictor.EXPORTS_KEPT_ENV):
-        onnx_predictor.cached_export(ckpts["a"])
+        onnx_predictor.cached_export(ckpts["b"])  # refused on a cache hit too
 
 
-def test_a_reader_whose_export_was_evicted_meanwhile_exports_again(checkpoints, exported, tmp_path, monkeypatch):
-    """Another process's export may remove this one between its lookup and its read: the loader exports it again
-    instead of failing."""
+def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
+    """Room for 1 export: while a reader holds the folder's shared lock (between finding a's export and reading it),
+    another process's export of b waits; the reader reads a whole, then b is written and a evicted."""
+    import threading
+
     from semcolor.model import onnx_predictor
 
-    calls: list[str] = []
-
     def fake_export(ckpt: str, out: str, threads=None):
-        calls.append(ckpt)
-        shutil.copyfile(exported["bins"], out)
+        exports.append(Path(ckpt).name)
+        Path(out).write_bytes(b"onnx of " + ckpt.encode())
 
+    exports: list[str] = []
+    monkeypatch.setattr(export, "export_checkpoint", fake_export)
+    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "1")
+    ckpts = _fake_checkpoints(tmp_path, "ab")
+    cache = str(tmp_path / "cache")
+    path_a = onnx_predictor.cached_export(ckpts["a"], cache)
+    writer = threading.Thread(target=onnx_predictor.cached_export, args=(ckpts["b"], cache))
     real_read = onnx_predictor.storage.read_bytes
+    waited = []
 
-    def read_after_eviction(url: str, **kwargs) -> bytes:
-        if len(calls) == 1:
-            Path(url).unlink()  # as evict_exports in another process would
-            calls.append("evicted")
+    def read_while_another_exports(url: str, **kwargs) -> bytes:
+        if url == path_a:  # another process's export of b, between this reader's lookup and its read
+            writer.start()
+            writer.join(timeout=0.5)
+            waited.append(writer.is_alive() and exports == ["a"])
         return real_read(url, **kwargs)
 
-    monkeypatch.setattr(export, "export_checkpoint", fake_export)
-    monkeypatch.setattr(onnx_predictor.storage, "read_bytes", read_after_eviction)
-    predictor = load_onnx_predictor(checkpoints["bins"], cache_dir=str(tmp_path / "cache"), threads=1)
-    assert calls == [checkpoints["bins"], "evicted", checkpoints["bins"]] and Path(predictor.source).exists()
+    monkeypatch.setattr(onnx_predictor.storage, "read_bytes", read_while_another_exports)
+    assert onnx_predictor.read_cached_export(ckpts["a"], cache) == (path_a, b"onnx of " + ckpts["a"].encode())
+    assert waited == [True], "the export did not wait for the reader"
+    writer.join(timeout=30)
+    assert exports == ["a", "b"] and not Path(path_a).exists()
+    assert [p.name for p in Path(path_a).parent.glob("*.onnx")] == [Path(export_cache_path(ckpts["b"], cache)).name]
+
+
+def test_a_read_only_cache_is_used_as_it_is(checkpoints, exported, tmp_path, monkeypatch):
+    """An export in a cache this process cannot write (no lock file, file times unchangeable): found and loaded."""
+    from semcolor.model import onnx_predictor
+
+    cache = tmp_path / "cache"
+    cached = export_cache_path(checkpoints["bins"], str(cache))
+    shutil.copyfile(exported["bins"], cached)
+
+    def read_only_utime(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    real_open = open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if str(file).startswith(str(cache)) and any(m in mode for m in "wax+"):
+            raise OSError(30, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_predictor.os, "utime", read_only_utime)
+    monkeypatch.setattr("builtins.open", read_only_open)
+    predictor = load_onnx_predictor(checkpoints["bins"], cache_dir=str(cache), threads=1)
+    assert predictor.source == cached and not (cache / "onnx" / onnx_predictor.EXPORT_LOCK).exists()
 
 
 def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch):

@@ -9,9 +9,12 @@ metadata (:data:`META_CONFIG`), so an ``.onnx`` file alone is a complete model. 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -150,18 +153,9 @@ def load_onnx_predictor(url: str, size: int | None = None, threads: int | None =
                         cache_dir: str | None = None) -> OnnxPredictor:
     """An :class:`OnnxPredictor` for ``url``: a ``.onnx`` file from ``semcolor export``, or a checkpoint
     directory, exported (and verified against torch) once into ``cache_dir`` (see
-    :func:`cached_export`). ``size``: default the model's input size; ``threads``:
+    :func:`read_cached_export`). ``size``: default the model's input size; ``threads``:
     onnxruntime intra-op threads, default this process's cores."""
-    if is_onnx(url):
-        source = url
-        data = storage.read_bytes(source)
-    else:
-        source = cached_export(url, cache_dir)
-        try:
-            data = storage.read_bytes(source)
-        except FileNotFoundError:  # evicted between the lookup and the read by another process's new export
-            source = cached_export(url, cache_dir)
-            data = storage.read_bytes(source)
+    source, data = (url, storage.read_bytes(url)) if is_onnx(url) else read_cached_export(url, cache_dir)
     threads = max(1, int(threads or default_threads()))
     try:
         session = make_session(data, threads)
@@ -197,20 +191,20 @@ def exports_kept() -> int:
     return int(raw)
 
 
-def evict_exports(folder: str, keep: int) -> list[str]:
-    """Remove all but the ``keep`` most recently used ``*.onnx`` files of ``folder`` (by modification time, which
-    :func:`cached_export` refreshes on every use); temp files of writes in flight are left alone. Returns the
-    removed paths, oldest first."""
+def evict_exports(folder: str, keep: int, protect: str | None = None) -> list[str]:
+    """Remove all but the ``keep`` most recently used ``*.onnx`` files of ``folder`` (by file time, which every use
+    sets, see :func:`_mark_used`), never ``protect`` (the export just written); temp files of writes in flight are
+    left alone. Call it holding the folder's lock exclusively. Returns the removed paths, oldest first."""
     exports = []
     for entry in os.scandir(folder):
-        if entry.name.endswith(ONNX_SUFFIX) and not entry.name.startswith("."):
+        if entry.name.endswith(ONNX_SUFFIX) and not entry.name.startswith(".") and entry.path != protect:
             try:
                 exports.append((entry.stat().st_mtime_ns, entry.path))
-            except FileNotFoundError:  # removed by another process meanwhile
+            except FileNotFoundError:  # removed meanwhile
                 continue
     exports.sort()
     removed = []
-    for _, path in exports[:max(0, len(exports) - keep)]:
+    for _, path in exports[:max(0, len(exports) - (keep - (protect is not None)))]:
         try:
             os.unlink(path)
             removed.append(path)
@@ -220,15 +214,51 @@ def evict_exports(folder: str, keep: int) -> list[str]:
 
 
 def _mark_used(path: str) -> bool:
-    """Refresh ``path``'s modification time (its place in the cache's use order); False where it is gone. A cache
-    this process may read but not write (e.g. one baked into an image) is used as it is."""
+    """Set ``path``'s file time to now, from the clock in nanoseconds (the file system's own "now" can be the same
+    for uses milliseconds apart): its place in the cache's use order. False where the file is not there. A cache
+    this process may read but not write (a read-only mount, another user's folder) is used as it is."""
+    now = time.time_ns()
     try:
-        os.utime(path)
+        os.utime(path, ns=(now, now))
         return True
     except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # EPERM, EACCES, EROFS
         return os.path.exists(path)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, exclusive: bool) -> Iterator[None]:
+    """The cache folder's lock (:data:`EXPORT_LOCK`): shared while an export is read, exclusive while one is written
+    and older ones evicted. Without a lock file and no right to create one (a read-only cache, where nobody
+    evicts), no lock."""
+    import fcntl
+
+    lock_path = os.path.join(folder, EXPORT_LOCK)
+    try:
+        lock = open(lock_path, "a")
+    except OSError:
+        if not os.path.exists(lock_path):
+            if exclusive:  # an export could not be written here either
+                raise
+            yield
+            return
+        lock = open(lock_path)  # flock works on a read-only descriptor
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)  # released when the file closes
+        yield
+
+
+def _export_into_cache(checkpoint: str, path: str, threads: int | None) -> None:
+    """Export ``checkpoint`` to ``path`` unless another process did meanwhile, then evict beyond
+    :func:`exports_kept`; call it holding the folder's lock exclusively."""
+    if _mark_used(path):
+        return
+    from semcolor.model.export import export_checkpoint
+
+    export_checkpoint(checkpoint, path, threads)
+    _mark_used(path)
+    evict_exports(os.path.dirname(path), exports_kept(), protect=path)
 
 
 def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None) -> str:
@@ -236,22 +266,30 @@ def cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | 
     (:func:`export_cache_path`), exported (:func:`semcolor.model.export.export_checkpoint`) on first use.
 
     The cache keeps the :func:`exports_kept` most recently used exports (~100 MB each for the default UNet): each
-    use refreshes an export's time, and a new export removes the oldest beyond that (:func:`evict_exports`). One
-    lock per cache folder lets one process per node export (and evict) while the others wait, then reuse it.
-    Finding a cached export imports no torch. A caller that reads the file later retries once where it is gone
-    (see :func:`load_onnx_predictor`).
+    use sets an export's file time, and a new export removes the oldest beyond that (:func:`evict_exports`) under
+    the folder's lock, so one process per node exports while the others wait, then reuse it. Finding a cached
+    export imports no torch. The path is valid until another process's new export evicts it: to read the file,
+    use :func:`read_cached_export`.
     """
-    import fcntl
-
+    exports_kept()  # a bad setting is refused on every call, not only when an export happens
     path = export_cache_path(checkpoint, cache_dir)
     if _mark_used(path):
         return path
-    keep = exports_kept()
-    with open(os.path.join(os.path.dirname(path), EXPORT_LOCK), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not _mark_used(path):
-            from semcolor.model.export import export_checkpoint
-
-            export_checkpoint(checkpoint, path, threads)
-            evict_exports(os.path.dirname(path), keep)
+    with _folder_lock(os.path.dirname(path), exclusive=True):
+        _export_into_cache(checkpoint, path, threads)
     return path
+
+
+def read_cached_export(checkpoint: str, cache_dir: str | None = None, threads: int | None = None
+                       ) -> tuple[str, bytes]:
+    """(path, bytes) of ``checkpoint``'s export (see :func:`cached_export`), read under the folder's shared lock:
+    no eviction can remove it between finding and reading it."""
+    exports_kept()
+    path = export_cache_path(checkpoint, cache_dir)
+    folder = os.path.dirname(path)
+    with _folder_lock(folder, exclusive=False):
+        if _mark_used(path):
+            return path, storage.read_bytes(path)
+    with _folder_lock(folder, exclusive=True):
+        _export_into_cache(checkpoint, path, threads)
+        return path, storage.read_bytes(path)
