@@ -14,13 +14,14 @@ SIZE = 16
 
 
 def _batch(tmp_path, n: int, bad_output: int | None = None) -> dict[str, np.ndarray]:
-    """n ok rows of a 20 x 30 gray source at model size SIZE; row ``bad_output`` writes under a file."""
+    """n ok rows of a 20 x 30 gray source at model size SIZE, each row's L, AB and mask its own; row
+    ``bad_output`` writes under a file."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "a_file").write_bytes(b"x")
     outputs = [str(tmp_path / "out" / f"{i}.png") for i in range(n)]
     if bad_output is not None:
         outputs[bad_output] = str(tmp_path / "a_file" / "under_a_file.png")
-    l8 = np.tile(np.arange(30, dtype=np.uint8) * 8, (20, 1))
+    l8 = [np.tile(np.arange(30, dtype=np.uint8) * 7 + 5 * i, (20, 1)) for i in range(n)]
     return {
         "key": np.array([str(i) for i in range(n)], dtype=object),
         "source": np.array([f"src/{i}.png" for i in range(n)], dtype=object),
@@ -31,10 +32,11 @@ def _batch(tmp_path, n: int, bad_output: int | None = None) -> dict[str, np.ndar
         "reason": np.array([""] * n, dtype=object),
         "width": np.full(n, 30, np.int32), "height": np.full(n, 20, np.int32),
         "source_bytes": np.full(n, 100, np.int64),
-        "l8": np.array([l8.tobytes()] * n, dtype=object),
+        "l8": np.array([row.tobytes() for row in l8], dtype=object),
         "small": np.zeros((n, SIZE, SIZE), np.uint8),
-        "ab8": np.full((n, 2, SIZE, SIZE), 20, np.int8),
-        "fg8": np.full((n, SIZE, SIZE), 255, np.uint8),
+        "ab8": np.stack([np.array([20 - 9 * i, 9 * i - 15], np.int8)[:, None, None].repeat(SIZE, 1).repeat(SIZE, 2)
+                         for i in range(n)]),
+        "fg8": np.stack([np.full((SIZE, SIZE), 255 * (i % 2), np.uint8) for i in range(n)]),
         "seconds": np.zeros(n), "object_store_bytes": np.zeros(n, np.int64),
     }
 
@@ -70,13 +72,22 @@ def test_a_failed_write_is_that_rows_error_and_the_others_are_written(tmp_path):
 
 
 def test_the_bytes_written_do_not_depend_on_the_write_threads(tmp_path):
+    """Rows that differ, written by 1 or 8 threads: each file holds its own row's merge (that row merged alone),
+    image and mask, whatever the threads."""
     written = {}
     for threads in (1, 8):
         folder = tmp_path / str(threads)
         records = stages.merge_encode_write(_batch(folder, 4), "png", 90, 2, "run", io_threads=threads).to_pylist()
         assert [r["status"] for r in records] == ["ok"] * 4
-        written[threads] = [(folder / "out" / f"{i}.png").read_bytes() for i in range(4)]
-    assert written[1] == written[8]
+        written[threads] = [(folder / sub / f"{i}.png").read_bytes() for i in range(4) for sub in ("out", "out/masks")]
+    alone = []
+    for i in range(4):
+        folder = tmp_path / f"alone{i}"
+        batch = _batch(folder, 4)
+        stages.merge_encode_write({k: v[i:i + 1] for k, v in batch.items()}, "png", 90, 2, "run", io_threads=1)
+        alone += [(folder / sub / f"{i}.png").read_bytes() for sub in ("out", "out/masks")]
+    assert written[1] == written[8] == alone
+    assert len(set(alone[0::2])) == 4 and len(set(alone[1::2])) == 2  # 4 different images, 2 different masks
 
 
 def _with_sources(tmp_path, batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

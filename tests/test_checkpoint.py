@@ -32,13 +32,15 @@ def test_bins_checkpoint_keeps_its_bins_and_prior(tmp_path):
     config = ModelConfig(input_size=64, seg_to_color=True)
     model = build_model(config).eval()
     prior = torch.rand(config.n_bins).double()
-    model.color_head.set_color_space(model.color_head.bins, (prior / prior.sum()).float())
+    bins = model.color_head.bins + torch.rand(model.color_head.bins.shape)  # centres a fresh build does not have
+    model.color_head.set_color_space(bins, (prior / prior.sum()).float())
     checkpoint.save(model, config, str(tmp_path / "ckpt"))
     loaded, loaded_config = checkpoint.load(str(tmp_path / "ckpt"))
     assert loaded_config.color_head == "bins" and loaded_config.seg_to_color
     assert torch.equal(loaded.color_head.prior, model.color_head.prior)
     assert torch.equal(loaded.color_head.bins, model.color_head.bins)
-    assert not torch.equal(build_model(config).color_head.prior, model.color_head.prior)
+    fresh = build_model(config).color_head
+    assert not torch.equal(fresh.prior, model.color_head.prior) and not torch.equal(fresh.bins, model.color_head.bins)
 
 
 def test_version_1_regression_checkpoint_still_loads_and_runs(tmp_path):

@@ -97,6 +97,7 @@ def test_vividness_zero_undoes_the_rebalancing_and_one_redoes_it():
     assert chroma[0] < chroma[1] < chroma[2], chroma  # rare colors are the saturated ones: vivider, more chroma
     both = cb.decode_vivid(q_logits.expand(2, -1, -1, -1), bins, prior, mix, torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(both[0], mean_p[0], rtol=0, atol=1e-3)
+    torch.testing.assert_close(both[1], cb.decode_vivid(q_logits, bins, prior, mix, 1.0)[0], rtol=0, atol=1e-3)
 
 
 def test_one_batch_overfit_reproduces_a_vivid_target():

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,7 +71,23 @@ def test_two_commands_at_once_and_serve_stopped_by_sigterm_to_its_process_group(
 
         colorize = _command(parent, "colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
                             "--num-cpus", "1", "--backend", "torch")
-        out, err = colorize.communicate(timeout=300)
+        answers: list[bool] = []
+        colorizing = threading.Event()
+        colorizing.set()
+
+        def poll() -> None:  # the service, every 0.5 s while the other command starts its Ray and runs
+            while colorizing.is_set():
+                answers.append(_answering(f"http://127.0.0.1:{port}/healthz"))
+                time.sleep(0.5)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            out, err = colorize.communicate(timeout=300)
+        finally:
+            colorizing.clear()
+            poller.join(timeout=10)
+        assert len(answers) >= 3 and all(answers), answers
         assert colorize.returncode == 0, err[-3000:]
         assert "done 3, skipped 0, failed 0" in out, out[-2000:]
         assert "Traceback" not in err and "multiple active Ray" not in err, err[-3000:]

@@ -67,6 +67,8 @@ def test_decode_image_modes(mode: str) -> None:
     rgb = decode.decode_image(blob)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
     assert tuple(rgb[0, 1]) == expected
+    if mode == "1":  # its pixel (0, 1) is black: the white one too
+        assert tuple(rgb[1, 0]) == (255, 255, 255)
 
 
 def test_decode_16bit_scales_not_clips() -> None:
