@@ -233,6 +233,9 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     paths = {name: export_cache_path(ckpts[name]) for name in "abc"}
     in_flight = Path(paths["a"]).parent / f".{Path(paths['a']).name}.x1y2.tmp"
     in_flight.write_bytes(b"partial")
+    legacy_locks = [Path(paths["b"] + ".lock"), Path(paths["a"]).parent / ("0" * 24 + ".onnx.lock")]
+    for lock in legacy_locks:  # an earlier version's per-export lock files: b's, and one whose export is gone
+        lock.write_bytes(b"")
     for name in "aba":
         assert onnx_predictor.cached_export(ckpts[name]) == paths[name]
     assert exports == ["a", "b"]  # a's second use found its export
@@ -240,6 +243,7 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     assert exports == ["a", "b", "c"]
     kept = sorted(p.name for p in Path(paths["a"]).parent.glob("*.onnx"))
     assert kept == sorted(Path(paths[name]).name for name in "ac") and in_flight.exists()
+    assert not any(lock.exists() for lock in legacy_locks)
     onnx_predictor.cached_export(ckpts["b"])
     assert exports == ["a", "b", "c", "b"] and not Path(paths["a"]).exists()  # a was older than c
     monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "0")

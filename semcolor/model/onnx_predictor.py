@@ -194,9 +194,12 @@ def exports_kept() -> int:
 def evict_exports(folder: str, keep: int, protect: str | None = None) -> list[str]:
     """Remove all but the ``keep`` most recently used ``*.onnx`` files of ``folder`` (by file time, which every use
     sets, see :func:`_mark_used`), never ``protect`` (the export just written); temp files of writes in flight are
-    left alone. Call it holding the folder's lock exclusively. Returns the removed paths, oldest first."""
+    left alone, the per-export lock files of earlier semcolor versions removed with their export. Call it holding
+    the folder's lock exclusively. Returns the removed paths, oldest first."""
     exports = []
     for entry in os.scandir(folder):
+        if entry.name.endswith(ONNX_SUFFIX + ".lock") and not os.path.exists(entry.path[:-len(".lock")]):
+            _unlink_if_there(entry.path)  # an earlier semcolor's per-export lock file, its export gone
         if entry.name.endswith(ONNX_SUFFIX) and not entry.name.startswith(".") and entry.path != protect:
             try:
                 exports.append((entry.stat().st_mtime_ns, entry.path))
@@ -205,12 +208,18 @@ def evict_exports(folder: str, keep: int, protect: str | None = None) -> list[st
     exports.sort()
     removed = []
     for _, path in exports[:max(0, len(exports) - (keep - (protect is not None)))]:
-        try:
-            os.unlink(path)
+        if _unlink_if_there(path):
             removed.append(path)
-        except FileNotFoundError:
-            continue
+        _unlink_if_there(path + ".lock")
     return removed
+
+
+def _unlink_if_there(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _mark_used(path: str) -> bool:
