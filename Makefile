@@ -14,10 +14,13 @@ setup:
 demo: setup
 	$(VENV)/bin/semcolor demo --out demo_out
 
+# the import layers (pyproject.toml [tool.importlinter]) first: seconds, and a broken layer fails before the suite
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not ray and not s3 and not browser and not slow" $(PYTEST_UNIT_ARGS)
 
 # Debian chromium for the browser test of the web page (the test skips with a reason without it).

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from semcolor.core import color
+from semcolor.core import ab_grid, color
 from semcolor.model import color_bins as cb
 from semcolor.model.config import GAMUT_BINS, LossConfig, ModelConfig
 from semcolor.model.losses import multitask_loss
@@ -13,20 +13,20 @@ from semcolor.model.network import build_model
 
 
 def test_gamut_bins_cover_srgb_and_nothing_else():
-    bins = cb.gamut_bins()
+    bins = ab_grid.gamut_bins()
     assert bins.shape == (GAMUT_BINS, 2)
-    assert torch.equal(bins % cb.GRID, torch.zeros_like(bins))  # centres on the grid
+    assert torch.equal(bins % ab_grid.GRID, torch.zeros_like(bins))  # centres on the grid
     # every sRGB primary and secondary falls in a bin's own cell
     rgb = torch.tensor([[[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]]]],
                        dtype=torch.uint8)
     ab = color.rgb_to_lab(color.uint8_to_float(rgb))[0, 1:].reshape(2, -1).T
-    assert (cb.cell_to_bin(bins)[cb.cell_index(ab)] >= 0).all()
+    assert (ab_grid.cell_to_bin(bins)[ab_grid.cell_index(ab)] >= 0).all()
     assert not ((bins[:, 0] == 120) | (bins[:, 1] == -120)).any()  # far corners of the grid are out of gamut
 
 
 def test_pure_colors_decode_back_within_one_bin():
     """Encode a pure color (soft, 5 nearest bins), decode the target distribution: back within one bin."""
-    bins = cb.gamut_bins()
+    bins = ab_grid.gamut_bins()
     rgb = torch.tensor([[[[200, 30, 30], [30, 160, 40], [40, 60, 200], [230, 200, 40], [128, 128, 128]]]],
                        dtype=torch.uint8)
     ab = color.rgb_to_lab(color.uint8_to_float(rgb))[0, 1:].reshape(2, -1).T
@@ -36,22 +36,22 @@ def test_pure_colors_decode_back_within_one_bin():
     dist = torch.zeros(5, len(bins)).scatter_(1, idx, weights)
     logits = dist.clamp_min(1e-12).log()[..., None, None]  # (N, Q, 1, 1)
     decoded = cb.annealed_mean(logits, bins, 1.0)[:, :, 0, 0]
-    assert (decoded - ab).norm(dim=1).max() < cb.GRID
-    hard = bins[cb.quantize(ab, bins)]
-    assert (hard - ab).abs().max() <= cb.GRID / 2 + 1e-4  # the bin whose cell holds the color
+    assert (decoded - ab).norm(dim=1).max() < ab_grid.GRID
+    hard = bins[ab_grid.quantize(ab, bins)]
+    assert (hard - ab).abs().max() <= ab_grid.GRID / 2 + 1e-4  # the bin whose cell holds the color
 
 
 def test_rebalancing_weights_have_mean_one_under_the_prior():
-    bins = cb.gamut_bins()
+    bins = ab_grid.gamut_bins()
     counts = torch.zeros(len(bins))
-    counts[cb.quantize(torch.zeros(1, 2), bins)] = 1000  # mostly gray
+    counts[ab_grid.quantize(torch.zeros(1, 2), bins)] = 1000  # mostly gray
     counts[:20] += 3
     prior = cb.smooth_prior(counts, bins)
     assert prior.sum().item() == pytest.approx(1.0) and (prior > 0).all()
     for mix in (0.05, 0.5, 0.9):
         w = cb.rebalance_weights(prior, mix)
         assert (prior * w.double()).sum().item() == pytest.approx(1.0, rel=1e-5)
-        assert w[cb.quantize(torch.zeros(1, 2), bins)].item() < w.max().item()  # common gray weighs least
+        assert w[ab_grid.quantize(torch.zeros(1, 2), bins)].item() < w.max().item()  # common gray weighs least
     torch.testing.assert_close(cb.rebalance_weights(prior, 1.0), torch.ones(len(bins)))
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match=r"\(0, 1\]"):
@@ -59,7 +59,7 @@ def test_rebalancing_weights_have_mean_one_under_the_prior():
 
 
 def test_annealed_mean_between_mean_and_mode():
-    bins = cb.gamut_bins()
+    bins = ab_grid.gamut_bins()
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, len(bins), 3, 3, generator=g)
     logits.scatter_(1, torch.randint(0, len(bins), (2, 1, 3, 3), generator=g), 6.0)  # a clear mode per pixel
@@ -81,7 +81,7 @@ def test_annealed_mean_between_mean_and_mode():
 def test_vividness_zero_undoes_the_rebalancing_and_one_redoes_it():
     """A head trained with weights w predicts q ~ w p: at vividness 0 the decoding is the mean under p itself
     (the calibrated posterior), at 0.5 it keeps q, at 1 it favours rare colors further; per image in a batch."""
-    bins = cb.gamut_bins()
+    bins = ab_grid.gamut_bins()
     g = torch.Generator().manual_seed(1)
     prior = torch.exp(-bins.square().sum(dim=1) / (2 * 15.0**2))  # as in photos: mostly near gray
     prior = prior / prior.sum()

@@ -30,13 +30,9 @@ from semcolor.model.config import ModelConfig
 from semcolor.model.export import ExportError, export_checkpoint
 from semcolor.model.inference import load_predictor, resolve_backend
 from semcolor.model.network import build_model
-from semcolor.model.onnx_predictor import (
-    META_CONFIG,
-    META_VERIFIED,
-    OnnxPredictor,
-    export_cache_path,
-    load_onnx_predictor,
-)
+from semcolor.model.export_cache import export_cache_path
+from semcolor.model.onnx_format import META_CONFIG, META_VERIFIED
+from semcolor.model.onnx_predictor import OnnxPredictor, load_onnx_predictor
 from semcolor.model.torch_predictor import TorchPredictor, load_torch_predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +215,7 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     """With room for 2 exports: a, b exported; a used again; c exported removes b (the least recently used), not a;
     b used again is exported again. Uses microseconds apart are ordered (the clock's time, not the file system's
     coarse "now"); temp files of writes in flight stay; a bad setting is refused with its name."""
-    from semcolor.model import onnx_predictor
+    from semcolor.model import export_cache
 
     def fake_export(ckpt: str, out: str, threads=None):
         exports.append(Path(ckpt).name)
@@ -228,7 +224,7 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     exports: list[str] = []
     monkeypatch.setattr(export, "export_checkpoint", fake_export)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "2")
+    monkeypatch.setenv(export_cache.EXPORTS_KEPT_ENV, "2")
     ckpts = _fake_checkpoints(tmp_path, "abc")
     paths = {name: export_cache_path(ckpts[name]) for name in "abc"}
     in_flight = Path(paths["a"]).parent / f".{Path(paths['a']).name}.x1y2.tmp"
@@ -237,18 +233,18 @@ def test_the_export_cache_keeps_the_most_recently_used_exports(tmp_path, monkeyp
     for lock in legacy_locks:  # an earlier version's per-export lock files: b's, and one whose export is gone
         lock.write_bytes(b"")
     for name in "aba":
-        assert onnx_predictor.cached_export(ckpts[name]) == paths[name]
+        assert export_cache.cached_export(ckpts[name]) == paths[name]
     assert exports == ["a", "b"]  # a's second use found its export
-    assert onnx_predictor.read_cached_export(ckpts["c"]) == (paths["c"], b"onnx of " + ckpts["c"].encode())
+    assert export_cache.read_cached_export(ckpts["c"]) == (paths["c"], b"onnx of " + ckpts["c"].encode())
     assert exports == ["a", "b", "c"]
     kept = sorted(p.name for p in Path(paths["a"]).parent.glob("*.onnx"))
     assert kept == sorted(Path(paths[name]).name for name in "ac") and in_flight.exists()
     assert not any(lock.exists() for lock in legacy_locks)
-    onnx_predictor.cached_export(ckpts["b"])
+    export_cache.cached_export(ckpts["b"])
     assert exports == ["a", "b", "c", "b"] and not Path(paths["a"]).exists()  # a was older than c
-    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "0")
-    with pytest.raises(ValueError, match=onnx_predictor.EXPORTS_KEPT_ENV):
-        onnx_predictor.cached_export(ckpts["b"])  # refused on a cache hit too
+    monkeypatch.setenv(export_cache.EXPORTS_KEPT_ENV, "0")
+    with pytest.raises(ValueError, match=export_cache.EXPORTS_KEPT_ENV):
+        export_cache.cached_export(ckpts["b"])  # refused on a cache hit too
 
 
 def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
@@ -256,7 +252,7 @@ def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
     another process's export of b waits; the reader reads a whole, then b is written and a evicted."""
     import threading
 
-    from semcolor.model import onnx_predictor
+    from semcolor.model import export_cache
 
     def fake_export(ckpt: str, out: str, threads=None):
         exports.append(Path(ckpt).name)
@@ -264,12 +260,12 @@ def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
 
     exports: list[str] = []
     monkeypatch.setattr(export, "export_checkpoint", fake_export)
-    monkeypatch.setenv(onnx_predictor.EXPORTS_KEPT_ENV, "1")
+    monkeypatch.setenv(export_cache.EXPORTS_KEPT_ENV, "1")
     ckpts = _fake_checkpoints(tmp_path, "ab")
     cache = str(tmp_path / "cache")
-    path_a = onnx_predictor.cached_export(ckpts["a"], cache)
-    writer = threading.Thread(target=onnx_predictor.cached_export, args=(ckpts["b"], cache))
-    real_read = onnx_predictor.storage.read_bytes
+    path_a = export_cache.cached_export(ckpts["a"], cache)
+    writer = threading.Thread(target=export_cache.cached_export, args=(ckpts["b"], cache))
+    real_read = export_cache.storage.read_bytes
     waited = []
 
     def read_while_another_exports(url: str, **kwargs) -> bytes:
@@ -279,8 +275,8 @@ def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
             waited.append(writer.is_alive() and exports == ["a"])
         return real_read(url, **kwargs)
 
-    monkeypatch.setattr(onnx_predictor.storage, "read_bytes", read_while_another_exports)
-    assert onnx_predictor.read_cached_export(ckpts["a"], cache) == (path_a, b"onnx of " + ckpts["a"].encode())
+    monkeypatch.setattr(export_cache.storage, "read_bytes", read_while_another_exports)
+    assert export_cache.read_cached_export(ckpts["a"], cache) == (path_a, b"onnx of " + ckpts["a"].encode())
     assert waited == [True], "the export did not wait for the reader"
     writer.join(timeout=30)
     assert exports == ["a", "b"] and not Path(path_a).exists()
@@ -289,7 +285,7 @@ def test_an_export_waits_for_a_reader_before_it_evicts(tmp_path, monkeypatch):
 
 def test_a_read_only_cache_is_used_as_it_is(checkpoints, exported, tmp_path, monkeypatch):
     """An export in a cache this process cannot write (no lock file, file times unchangeable): found and loaded."""
-    from semcolor.model import onnx_predictor
+    from semcolor.model import export_cache
 
     cache = tmp_path / "cache"
     cached = export_cache_path(checkpoints["bins"], str(cache))
@@ -305,20 +301,20 @@ def test_a_read_only_cache_is_used_as_it_is(checkpoints, exported, tmp_path, mon
             raise OSError(30, "Read-only file system", str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(onnx_predictor.os, "utime", read_only_utime)
+    monkeypatch.setattr(export_cache.os, "utime", read_only_utime)
     monkeypatch.setattr("builtins.open", read_only_open)
     predictor = load_onnx_predictor(checkpoints["bins"], cache_dir=str(cache), threads=1)
-    assert predictor.source == cached and not (cache / "onnx" / onnx_predictor.EXPORT_LOCK).exists()
+    assert predictor.source == cached and not (cache / "onnx" / export_cache.EXPORT_LOCK).exists()
 
 
 def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch):
     """`export_for_cpu_actors`: a checkpoint directory on auto or onnxruntime is exported before the actors start;
     torch, or a .onnx file, exports nothing."""
     from semcolor.bulk import job
-    from semcolor.model import onnx_predictor
+    from semcolor.model import export_cache
 
     calls: list[str] = []
-    monkeypatch.setattr(onnx_predictor, "cached_export", lambda ckpt, *a, **k: calls.append(ckpt) or "x.onnx")
+    monkeypatch.setattr(export_cache, "cached_export", lambda ckpt, *a, **k: calls.append(ckpt) or "x.onnx")
     for checkpoint_url, backend in (("ckpt", "auto"), ("ckpt", "onnxruntime"), ("ckpt", "torch"),
                                     ("model.onnx", "auto")):
         job.export_for_cpu_actors(checkpoint_url, backend)

@@ -48,7 +48,7 @@ from semcolor.core.encode import check_quality, extension_of
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
 from semcolor.model.config import backend_option, check_vividness, vividness_option
-from semcolor.model.onnx_predictor import check_backend
+from semcolor.model.onnx_format import check_backend
 from semcolor.options import config_from_args, option, parse_count_range
 from semcolor.ray_env import (
     alive_nodes,
@@ -293,11 +293,12 @@ def actor_memory(batch_size: int, size: int) -> int:
 
 def export_for_cpu_actors(checkpoint: str, backend: str) -> None:
     """When CPU actors on this machine will run ``checkpoint`` on onnxruntime (``backend`` auto or onnxruntime):
-    export and verify it here, once per machine (:func:`semcolor.model.onnx_predictor.cached_export`), before they
+    export and verify it here, once per machine (:func:`semcolor.model.export_cache.cached_export`), before they
     start. An actor that exports holds torch and the exporter's memory beside its model (more than its memory
     reservation), and every actor waits for it; on other nodes the first actor still exports."""
     from semcolor.model.inference import resolve_backend
-    from semcolor.model.onnx_predictor import cached_export, is_onnx
+    from semcolor.model.export_cache import cached_export
+    from semcolor.model.onnx_format import is_onnx
 
     if not is_onnx(checkpoint) and resolve_backend(backend, "cpu") == "onnxruntime":
         cached_export(checkpoint)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from semcolor import __version__
 from semcolor.core import storage
 from semcolor.model.config import ModelConfig
-from semcolor.model.onnx_predictor import (
+from semcolor.model.onnx_format import (
     INPUTS,
     META_CONFIG,
     META_FORMAT,

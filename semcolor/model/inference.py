@@ -26,7 +26,7 @@ def resolve_backend(backend: str, device: str | None) -> str:
     """The backend that runs on ``device`` here: torch on CUDA whatever was asked (bf16 autocast beats onnxruntime's
     CPU provider there); on CPU ``backend``, where ``auto`` means onnxruntime (1.2-1.6x torch's images/s in every
     measured layout: ``semcolor bench model``)."""
-    from semcolor.model.onnx_predictor import check_backend
+    from semcolor.model.onnx_format import check_backend
 
     check_backend(backend)
     if uses_cuda(device):
@@ -36,7 +36,7 @@ def resolve_backend(backend: str, device: str | None) -> str:
 
 def model_config_of(url: str) -> ModelConfig:
     """The :class:`ModelConfig` of a model URL: a checkpoint directory, or a ``.onnx`` file from `semcolor export`."""
-    from semcolor.model.onnx_predictor import is_onnx, read_onnx_config
+    from semcolor.model.onnx_format import is_onnx, read_onnx_config
 
     if is_onnx(url):
         return read_onnx_config(url)
@@ -51,15 +51,12 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
 
     ``url``: a checkpoint directory, or (onnxruntime only) a ``.onnx`` file from `semcolor export`. ``backend``
     (resolved per node by :func:`resolve_backend`): ``torch``, ``onnxruntime`` (CPU; a checkpoint is exported and
-    verified once into the local cache, see :func:`semcolor.model.onnx_predictor.cached_export`), or ``auto``
+    verified once into the local cache, see :func:`semcolor.model.export_cache.cached_export`), or ``auto``
     (onnxruntime on CPU, torch on CUDA). ``threads``: onnxruntime's intra-op threads (torch's are the caller's
     ``torch.set_num_threads``). The onnxruntime path imports no torch once the export is cached.
     """
-    from semcolor.model.onnx_predictor import (
-        check_backend,
-        is_onnx,
-        load_onnx_predictor,
-    )
+    from semcolor.model.onnx_format import check_backend, is_onnx
+    from semcolor.model.onnx_predictor import load_onnx_predictor
 
     check_backend(backend, url)
     if is_onnx(url) or resolve_backend(backend, device) == "onnxruntime":

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from semcolor.core.refine import DEFAULT_REFINE
-from semcolor.model.onnx_predictor import check_backend
+from semcolor.model.onnx_format import check_backend
 from semcolor.options import option
 
 

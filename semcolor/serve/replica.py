@@ -21,7 +21,6 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -33,7 +32,7 @@ from semcolor.core.colorizer import warm_up
 from semcolor.core.decode import DataError, decode_image
 from semcolor.core.encode import encode_mask, encode_rgb
 from semcolor.model.config import DEFAULT_VIVIDNESS, VIVIDNESS_RANGE, check_vividness
-from semcolor.model.inference import load_colorizer
+from semcolor.model.inference import load_colorizer, resolve_backend
 from semcolor.serve.args import ServeArgs, ServiceSettings
 from semcolor.serve.http import (
     MEDIA_TYPES,
@@ -185,6 +184,14 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
+def _timed(timings: dict[str, float], phase: str, work: Callable[[], T]) -> T:
+    """``work()``, its milliseconds recorded as ``timings[phase]`` (a request's Server-Timing)."""
+    start = time.perf_counter()
+    out = work()
+    timings[phase] = _ms(start)
+    return out
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -195,26 +202,36 @@ class SemcolorService:
     """One replica: the model, the batcher, the routes."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        if settings.device.startswith("cuda") and not torch.cuda.is_available():
-            import ray
+        import ray
 
-            if ray.get_gpu_ids():  # Ray gave it a GPU its node cannot run
-                from semcolor.ray_env import cuda_problem
+        # auto: the GPU Ray gave this replica, else the CPU, decided without importing torch (an onnxruntime
+        # replica never loads it)
+        device = settings.device if settings.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
+        engine = resolve_backend(settings.backend, device)
+        thread_setup = None
+        if engine == "torch":
+            import torch
 
-                raise RuntimeError(cuda_problem("--gpus-per-replica"))
-            raise RuntimeError(f"device={settings.device!r} but this replica sees no GPU; give it one with "
-                               "num_gpus (builder args) or ray_actor_options.num_gpus (config file)")
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                if ray.get_gpu_ids():  # Ray gave it a GPU its node cannot run
+                    from semcolor.ray_env import cuda_problem
+
+                    raise RuntimeError(cuda_problem("--gpus-per-replica"))
+                raise RuntimeError(f"device={settings.device!r} but this replica sees no GPU; give it one with "
+                                   "num_gpus (builder args) or ray_actor_options.num_gpus (config file)")
+            thread_setup = torch.set_num_threads
         self.settings = settings
-        self.model_threads = settings.torch_threads or torch.get_num_threads()
+        self.model_threads = settings.torch_threads
         # Torch's intra-op thread count is per thread. The forward gets its own thread with all of them; the
         # per-request work (decode, merge, encode) runs one request per thread, single-threaded, in a pool of
         # the same size: parallel across requests, and never OpenMP teams oversubscribing the replica's CPUs.
-        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="semcolor-model",
-                                              initializer=torch.set_num_threads, initargs=(self.model_threads,))
+        # onnxruntime takes its thread count from the session (``threads`` below).
+        self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="semcolor-model", initializer=thread_setup,
+                                              initargs=(self.model_threads,) if thread_setup else ())
         self._cpu_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="semcolor-cpu",
-                                            initializer=torch.set_num_threads, initargs=(1,))
-        self.colorizer = load_colorizer(settings.checkpoint, device=settings.device, size=settings.size,
-                                        refine=settings.refine, backend=settings.backend, threads=self.model_threads)
+                                            initializer=thread_setup, initargs=(1,) if thread_setup else ())
+        self.colorizer = load_colorizer(settings.checkpoint, device=device, size=settings.size,
+                                        refine=settings.refine, backend=engine, threads=self.model_threads)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
@@ -313,13 +330,8 @@ class SemcolorService:
         prep, fwd, timings = await self._infer(request, vividness)
 
         def finish() -> bytes:
-            start = time.perf_counter()
-            rgb = self._colorized(prep, fwd)
-            timings["merge"] = _ms(start)
-            start = time.perf_counter()
-            content = self._encode(rgb, fmt)
-            timings["encode"] = _ms(start)
-            return content
+            rgb = _timed(timings, "merge", lambda: self._colorized(prep, fwd))
+            return _timed(timings, "encode", lambda: self._encode(rgb, fmt))
 
         content = await self._cpu(finish)
         timings["total"] = _ms(total)
@@ -333,13 +345,8 @@ class SemcolorService:
         prep, fwd, timings = await self._infer(request)
 
         def finish() -> bytes:
-            start = time.perf_counter()
-            mask = self._mask(prep, fwd)
-            timings["merge"] = _ms(start)
-            start = time.perf_counter()
-            content = encode_mask(mask)
-            timings["encode"] = _ms(start)
-            return content
+            mask = _timed(timings, "merge", lambda: self._mask(prep, fwd))
+            return _timed(timings, "encode", lambda: encode_mask(mask))
 
         content = await self._cpu(finish)
         timings["total"] = _ms(total)
@@ -354,12 +361,8 @@ class SemcolorService:
         prep, fwd, timings = await self._infer(request, vividness)
 
         def finish() -> tuple[bytes, bytes, float]:
-            start = time.perf_counter()
-            rgb, mask = self._colorized(prep, fwd), self._mask(prep, fwd)
-            timings["merge"] = _ms(start)
-            start = time.perf_counter()
-            color_bytes, mask_bytes = self._encode(rgb, fmt), encode_mask(mask)
-            timings["encode"] = _ms(start)
+            rgb, mask = _timed(timings, "merge", lambda: (self._colorized(prep, fwd), self._mask(prep, fwd)))
+            color_bytes, mask_bytes = _timed(timings, "encode", lambda: (self._encode(rgb, fmt), encode_mask(mask)))
             foreground = float(np.count_nonzero(mask == 255) / mask.size) if self.colorizer.n_classes == 2 \
                 else float(np.count_nonzero(mask) / mask.size)
             return color_bytes, mask_bytes, foreground
