@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from helpers import ok_counts
 from PIL import Image
 
 from semcolor.bulk.job import drop_done, plan_inputs
-from semcolor.bulk.records import RECORD_SCHEMA, latest_by_key, ok_counts, read_records
+from semcolor.bulk.records import RECORD_SCHEMA, latest_by_key, read_records
 from semcolor.core import storage
 from semcolor.core.encode import encode_mask, encode_rgb
 from semcolor.core.lightness import rgb_to_l8

@@ -1,12 +1,21 @@
-"""The merge's LAB -> RGB table: the float conversion's own values, looked up by whole-unit chroma."""
+"""The merge's LAB -> RGB table: the float conversion's own values, looked up by whole-unit chroma.
+
+The table is looked up as the merge does it (:func:`semcolor.core.colorizer.merge_full_resolution`), with the output
+at the model's size and bilinear upsampling: then every output pixel gets its own input chroma unchanged, and what
+remains is the lookup (rounding, clipping, the table's values)."""
 
 import numpy as np
-import pytest
 import torch
 
 from semcolor.core import color
 from semcolor.core.cache import CACHE_ENV
-from semcolor.core.lab_table import L8_SCALE, lab8_to_rgb
+from semcolor.core.colorizer import merge_full_resolution
+from semcolor.core.lab_table import L8_SCALE
+
+
+def lab8_to_rgb(l8: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """l8 uint8 (S, S) + ab (2, S, S) in LAB units -> sRGB uint8 (S, S, 3) through the merge, upsampling nothing."""
+    return merge_full_resolution(l8, ab, l8, "bilinear")
 
 
 def _float_path(l8: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -16,8 +25,8 @@ def _float_path(l8: np.ndarray, ab: np.ndarray) -> np.ndarray:
 
 def test_whole_unit_chroma_gives_the_float_conversion_exactly():
     rng = np.random.default_rng(0)
-    l8 = rng.integers(0, 256, (40, 70), dtype=np.uint8)
-    ab = rng.integers(-128, 128, (2, 40, 70)).astype(np.float32)  # the whole table's range, in and out of gamut
+    l8 = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    ab = rng.integers(-128, 128, (2, 48, 48)).astype(np.float32)  # the whole table's range, in and out of gamut
     np.testing.assert_array_equal(lab8_to_rgb(l8, ab), _float_path(l8, ab))
     np.testing.assert_array_equal(lab8_to_rgb(l8, ab.astype(np.int8)), _float_path(l8, ab))  # int8 ab8 as is
 
@@ -34,16 +43,11 @@ def test_fractional_chroma_is_rounded_to_whole_units():
     assert diff.mean() < 0.35 and (diff > 2).mean() < 0.01, (diff.mean(), (diff > 2).mean())
 
 
-def test_chroma_beyond_the_table_is_clipped_and_out_is_filled_in_place():
-    l8 = np.full((3, 5), 128, np.uint8)
-    ab = np.full((2, 3, 5), 300.0, np.float32)
-    out = np.zeros((3, 5, 3), np.uint8)
-    assert lab8_to_rgb(l8, ab, out=out) is out
-    np.testing.assert_array_equal(out, _float_path(l8, np.full((2, 3, 5), 127.0, np.float32)))
-    with pytest.raises(ValueError, match="ab"):
-        lab8_to_rgb(l8, ab[:, :2])
-    with pytest.raises(ValueError, match="out"):
-        lab8_to_rgb(l8, ab, out=np.zeros((5, 3, 3), np.uint8))
+def test_chroma_beyond_the_table_is_clipped():
+    l8 = np.random.default_rng(2).integers(0, 256, (8, 8), dtype=np.uint8)
+    ab = np.stack([np.full((8, 8), 300.0, np.float32), np.full((8, 8), -300.0, np.float32)])
+    expected = np.stack([np.full((8, 8), 127.0, np.float32), np.full((8, 8), -128.0, np.float32)])
+    np.testing.assert_array_equal(lab8_to_rgb(l8, ab), _float_path(l8, expected))
 
 
 def test_the_table_is_saved_once_then_mapped_and_kept_in_memory_where_the_cache_cannot_be_written(tmp_path,

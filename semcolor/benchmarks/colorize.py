@@ -5,11 +5,13 @@ Measured with one random-init model (weights=None; speed does not depend on the 
 - ``bound``: model-only forward images/s (:meth:`Colorizer.predict`, uint8 in / int8+uint8 out) at
   ``--batch-size`` with ``--threads`` threads in all, on ``--backend`` (the pipeline's actors run the same), the
   better of one process with T threads and T concurrent 1-thread processes: what the pipeline cannot beat on this
-  machine. Measured before and after
-  every other measure.
+  machine. Each is the best of :data:`BOUND_ROUNDS` rounds of at least :data:`BOUND_SECONDS` s
+  (:mod:`semcolor.benchmarks._bound`; the T processes run each round together). Measured before and after every
+  other measure.
 - ``decode`` / ``merge`` / ``encode``: single-thread rates of the CPU stages on the dataset's photos
   (read+decode+full-res L+resize; AB upsample + LAB->RGB at full resolution; PNG encode).
-- ``naive``: the sequential loop (open, predict, save, one image at a time; batch 1).
+- ``naive``: the sequential loop, one image at a time (batch 1), doing for each image the work the pipeline does
+  for each row (:data:`NAIVE_WORK`): no mask, as the pipeline at its default (no ``--masks``).
 - ``pipeline local`` (1 actor x T threads, and T actors x 1 thread) and ``pipeline s3`` (the better layout):
   :func:`semcolor.bulk.job.colorize` on every photo, local -> local and s3 -> s3 (a moto server this
   benchmark starts as a subprocess on 127.0.0.1; photos uploaded first); ``pipeline s3 latency``: the same
@@ -18,7 +20,9 @@ Measured with one random-init model (weights=None; speed does not depend on the 
   Data start-up and the model actors' start; ``steady`` = rows finished between the 10th and 90th percentile
   of finish time (the records' ``finished_at``), over the time between those two finish times; images/s per
   quarter of the run show whether throughput holds as the count grows.
-- time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage: only decode, merge and encode
+- time per image by source resolution (0.25, 1, 4, 12 MP), stage by stage, every stage on one thread (the model
+  too: the bound's statistic with one thread, per image at ``--batch-size``; on the GPU with ``--device cuda``), so
+  that ``total_s`` is one thread's seconds per image (:data:`RESOLUTION_ROWS`): only decode, merge and encode
   should grow with pixels; the model runs at model size. ``--rows resolution`` measures this alone (no pipeline,
   no dataset) into ``OUT/colorize-resolution.json``.
 - CPU seconds per image (robust on a shared machine, where wall-clock rates move with other load): the
@@ -63,6 +67,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semcolor.benchmarks._bound import Bound, predict_bound, statistic, together
 from semcolor.benchmarks._cpu import cpu_seconds, ray_cpu_sampler
 from semcolor.benchmarks._latency_proxy import latency_proxy
 from semcolor.benchmarks._local import moto_s3, upload
@@ -84,62 +89,51 @@ RESOLUTIONS_MP = (0.25, 1.0, 4.0, 12.0)
 NAIVE_IMAGES = 60
 S3_LATENCY_S = 0.03
 """Seconds the latency proxy holds each S3 request in ``pipeline s3 latency``."""
-BOUND_SECONDS = 8.0
+BOUND_ROUNDS = 4
+BOUND_SECONDS = 2.0
+"""A bound is the best of BOUND_ROUNDS rounds of at least BOUND_SECONDS each (:mod:`semcolor.benchmarks._bound`)."""
 STAGE_IMAGES = 200
+NAIVE_WORK = ("per image: read, decode, full-resolution L and its model-size copy, predict (batch 1), merge (AB "
+              "upsampled per the default refine), PNG encode, write; no mask: the pipeline's work per row at its "
+              "defaults (no --masks)")
+RESOLUTION_ROWS = ("seconds per image on one thread, per stage: decode_s (decode + full-resolution L + resize), "
+                   "model_s (Colorizer.predict with one thread at batch_size, per image, from the bound's statistic; "
+                   "on the GPU with --device cuda), merge_s (AB upsampled + LAB -> RGB), encode_s (PNG), each CPU "
+                   "stage the fastest of its repetitions; total_s = decode_s + model_s + merge_s + encode_s")
 
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def model_bound(colorizer: Colorizer, batch: int, seconds: float = 10.0) -> dict:
-    """Model-only images/s, and CPU seconds per image, on random uint8 L at the colorizer's size
-    (threads set by the caller)."""
-    x = np.random.default_rng(0).integers(0, 256, (batch, colorizer.size, colorizer.size), dtype=np.uint8)
-    colorizer.predict(x)  # warm-up
-    n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or n < 3 * batch:
-        colorizer.predict(x)
-        n += batch
-    elapsed = time.perf_counter() - start
-    return {"images": n, "seconds": elapsed, "images_per_s": n / elapsed,
-            "cpu_s_per_image": (time.process_time() - cpu) / n, "load": _load()}
+def model_bound(colorizer: Colorizer, batch: int) -> dict:
+    """The bound in this process (threads set by the caller): :func:`predict_bound`'s figures and the load."""
+    return {**predict_bound(colorizer, batch, BOUND_ROUNDS, BOUND_SECONDS).as_dict(), "load": _load()}
 
 
-def _bound_process(ckpt: str, size: int, batch: int, threads: int, seconds: float, backend: str, barrier,
-                   results) -> None:
-    """One process of :func:`model_bound_processes` (module level: spawned processes import it)."""
-    torch.set_num_threads(threads)
-    colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=backend, threads=threads)
-    x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
-    colorizer.predict(x)
-    barrier.wait()
-    n, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or n < 3 * batch:
-        colorizer.predict(x)
-        n += batch
-    results.put((n, time.perf_counter() - start, time.process_time() - cpu))
+def _bound_process(ckpt: str, size: int, batch: int, backend: str, barrier, results) -> None:
+    """One 1-thread process of :func:`model_bound_processes` (module level: spawned processes import it); each round
+    starts when every process reaches ``barrier``."""
+    torch.set_num_threads(1)
+    colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=backend, threads=1)
+    results.put(predict_bound(colorizer, batch, BOUND_ROUNDS, BOUND_SECONDS, before_round=barrier.wait))
 
 
-def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, seconds: float = 10.0,
-                          backend: str = "auto") -> dict:
-    """Model-only images/s of ``processes`` concurrent 1-thread processes (the same total threads as one
-    process with ``processes`` threads), and their CPU seconds per image."""
+def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, backend: str = "auto") -> dict:
+    """The bound of ``processes`` concurrent 1-thread processes (the same total threads as one process with
+    ``processes`` threads), their rounds timed together (:func:`together`): figures and the load."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, 1, seconds, backend, barrier, results))
+    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, backend, barrier, results))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
-    runs = [results.get(timeout=600) for _ in procs]
+    runs: list[Bound] = [results.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join(timeout=60)
-    n = sum(r[0] for r in runs)
-    return {"images": n, "seconds": max(r[1] for r in runs),
-            "images_per_s": sum(r[0] / r[1] for r in runs), "cpu_s_per_image": sum(r[2] for r in runs) / n,
-            "load": _load()}
+    return {**together(runs).as_dict(), "load": _load()}
 
 
 def stage_rates(sources: list[str], size: int) -> dict:
@@ -167,18 +161,35 @@ def stage_rates(sources: list[str], size: int) -> dict:
 
 
 def naive_loop(colorizer: Colorizer, sources: list[str], dst: str) -> dict:
-    """Open, predict, save, one image at a time (batch 1), as the reference project's evaluate does."""
+    """One image at a time (batch 1), as the reference project's evaluate does, doing what the pipeline does per
+    row (:data:`NAIVE_WORK`)."""
     start, cpu = time.perf_counter(), time.process_time()
     for i, url in enumerate(sources):
-        rgb, _ = colorizer.colorize(decode_image(storage.read_bytes(url)))
+        l8, small = colorizer.prepare(decode_image(storage.read_bytes(url)))
+        ab8, _ = colorizer.predict(small[None])
+        rgb = colorizer.merge(l8, ab8[0], small)
         storage.write_bytes(storage.join(dst, f"{i:05d}.png"), encode_rgb(rgb, "png"))
     elapsed = time.perf_counter() - start
     return {"images": len(sources), "seconds": elapsed, "images_per_s": len(sources) / elapsed,
             "cpu_s_per_image": (time.process_time() - cpu) / len(sources), "load": _load()}
 
 
-def resolution_costs(colorizer: Colorizer, per_image_model_s: float, reps: int = 2) -> list[dict]:
-    """Seconds per image by stage for synthetic JPEG sources of growing size (single thread for CPU stages)."""
+def resolution_costs(ckpt: str, size: int, batch: int, backend: str, device: str, reps: int = 2
+                     ) -> tuple[dict, list[dict]]:
+    """Seconds per image by stage for synthetic JPEG sources of growing size, all on one thread
+    (:data:`RESOLUTION_ROWS`): (the model's 1-thread bound, the rows)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        colorizer = load_colorizer(ckpt, device=device, size=size, backend=backend, threads=1)
+        bound = {**model_bound(colorizer, batch), "threads": 1, "backend": colorizer.predictor.describe()["backend"]}
+        return bound, _resolution_rows(colorizer, 1.0 / bound["images_per_s"], reps)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _resolution_rows(colorizer: Colorizer, per_image_model_s: float, reps: int) -> list[dict]:
+    """The rows of :func:`resolution_costs`, the model's seconds per image given."""
     rows = []
     for mp in RESOLUTIONS_MP:
         h = int(round((mp * 1e6 * 3 / 4) ** 0.5))
@@ -218,7 +229,7 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
     if sampler is not None:
         sampler.start()
     threads_per_actor = None if gpus_per_actor else threads // actors
-    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors),
+    summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors), masks=False,  # NAIVE_WORK
                        threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor, backend=backend)
     cpu = sampler.stop() if sampler is not None else None
     records = read_records(dst)
@@ -266,7 +277,8 @@ def _print_table(result: dict) -> None:
              ("merge only (1 thread)", s["merge_per_s"], None, None),
              ("encode only, png (1 thread)", s["encode_per_s"], None, None)]
     naive = result["naive"]
-    rows.append(("naive sequential loop (batch 1)", naive["images_per_s"], naive["per_bound"], 1.0))
+    rows.append(("naive sequential loop (batch 1, the pipeline's work: no mask)", naive["images_per_s"],
+                 naive["per_bound"], 1.0))
     for name in _pipelines(result):
         p = result[name]
         layout = (f"{p['actors']} actor(s) x {p['gpus_per_actor']:g} GPU" if p.get("gpus_per_actor")
@@ -307,8 +319,9 @@ def _print_table(result: dict) -> None:
 
 
 def _print_resolution(rows: list[dict]) -> None:
-    """Seconds per image by source resolution, stage by stage."""
-    print(f"\n{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} "
+    """Seconds per image by source resolution, stage by stage, one thread each."""
+    print("\nseconds per image by source size, every stage on one thread (the model too)")
+    print(f"{'source MP':>9} {'size':>11} {'decode s':>9} {'model s':>8} {'merge s':>8} {'encode s':>9} "
           f"{'merge/decode':>12} {'total s':>8} {'guided ms/MP':>13} {'bilinear ms/MP':>15}")
     for r in rows:
         print(f"{r['megapixels']:>9.2f} {r['width']:>5}x{r['height']:<5} {r['decode_s']:>9.3f} {r['model_s']:>8.3f} "
@@ -357,20 +370,19 @@ def _gpu_as_the_actors(device: str) -> None:
 
 
 def run_resolution(args: argparse.Namespace, device: str = "cpu") -> int:
-    """`semcolor bench colorize --rows resolution`: the per-resolution stage costs alone (decode, merge, encode at
-    0.25 / 1 / 4 / 12 MP, single thread; the model's share from the model-only bound on ``device``), no pipeline; a
-    table and ``OUT/colorize-resolution.json``."""
+    """`semcolor bench colorize --rows resolution`: the per-resolution stage costs alone (decode, model, merge,
+    encode at 0.25 / 1 / 4 / 12 MP, one thread each: :data:`RESOLUTION_ROWS`; ``--threads`` is not used), no
+    pipeline; a table and ``OUT/colorize-resolution.json``."""
     with tempfile.TemporaryDirectory(prefix="semcolor-bench-resolution-") as work:
         torch.manual_seed(0)
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, os.path.join(work, "model"))
         _gpu_as_the_actors(device)
-        colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads)
-        torch.set_num_threads(args.threads)
-        bound = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
-        result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
-                  "backend": colorizer.predictor.describe()["backend"], "device": device, "bound": bound,
-                  "resolution": resolution_costs(colorizer, 1.0 / bound["images_per_s"])}
+        bound, rows = resolution_costs(ckpt, args.size, args.batch_size, args.backend, device)
+        result = {"arch": config.arch, "size": args.size, "batch_size": args.batch_size, "threads": 1,
+                  "backend": bound["backend"], "device": device,
+                  "definitions": {"resolution": RESOLUTION_ROWS, "bound": statistic(BOUND_ROUNDS, BOUND_SECONDS)},
+                  "bound": bound, "resolution": rows}
     _print_resolution(result["resolution"])
     write_result(args.out, "colorize-resolution", result)
     return 0
@@ -412,6 +424,9 @@ def run(args: argparse.Namespace) -> int:
                         "backend": colorizer.predictor.describe()["backend"], "device": device,
                         "gpu": torch.cuda.get_device_name(0) if gpus else None,
                         "definitions": {
+                            "bound": statistic(BOUND_ROUNDS, BOUND_SECONDS) + "; in bounds, the better of one "
+                                     "process with T threads and T 1-thread processes running their rounds together",
+                            "naive": NAIVE_WORK, "resolution": RESOLUTION_ROWS,
                             "steady_p10_p90": f"{STEADY}: their count over the time between those finish times",
                             "per_bound": "images/s over the mean of the model-only bounds measured just before and "
                                          "after that measure",
@@ -426,9 +441,9 @@ def run(args: argparse.Namespace) -> int:
             on the GPU (the machine may be shared: each ratio uses the bounds measured around it)."""
             print(f"measuring the model-only bound ({label}) ...", flush=True)
             torch.set_num_threads(args.threads)
-            threads = model_bound(colorizer, args.batch_size, seconds=BOUND_SECONDS)
+            threads = model_bound(colorizer, args.batch_size)
             procs = None if gpus else model_bound_processes(ckpt, args.size, args.batch_size, args.threads,
-                                                            seconds=BOUND_SECONDS, backend=args.backend)
+                                                            backend=args.backend)
             best = max((r for r in (threads, procs) if r is not None), key=lambda r: r["images_per_s"])
             bounds.append({"when": label, "images_per_s": best["images_per_s"],
                            "cpu_s_per_image": best["cpu_s_per_image"], "one_process": threads,
@@ -439,7 +454,8 @@ def run(args: argparse.Namespace) -> int:
         b0 = bound("start")
         print("measuring stages ...", flush=True)
         result["stages"] = stage_rates(sources[:STAGE_IMAGES], args.size)
-        result["resolution"] = resolution_costs(colorizer, 1.0 / b0)
+        result["resolution_bound"], result["resolution"] = resolution_costs(ckpt, args.size, args.batch_size,
+                                                                            args.backend, device)
         print("measuring the naive loop ...", flush=True)
         torch.set_num_threads(args.threads)
         result["naive"] = naive_loop(colorizer, sources[:NAIVE_IMAGES], str(work / "naive"))

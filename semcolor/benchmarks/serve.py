@@ -12,12 +12,13 @@ the mean batch formed and ``busy``, the fraction of the cell's wall time the rep
 (both from the replica's /stats; near 1, the server is model-bound).
 
 The bound: ``Colorizer.predict`` images/s in this process at the same size and threads, at batch 1 (the
-unbatched mode's bound) or ``--batch-size`` (the batched one's), best of :data:`BOUND_ROUNDS` short timings,
-measured while the apps idle immediately before and immediately after each cell (a bound between two cells
-of the same mode serves both). Ratio: a cell's efficiency = its images/s / the mean of the two bounds around
-it. Also reported: per-image decode / preprocess / merge / encode ms in this process (one torch thread, as in
-the replica's request threads), which the bound leaves out. The load generator shares the machine's cores
-with the server; each cell records the 1-minute load average.
+unbatched mode's bound) or ``--batch-size`` (the batched one's), the best of :data:`BOUND_ROUNDS` rounds of at least
+:data:`BOUND_SECONDS` s after one untimed warm-up call (:mod:`semcolor.benchmarks._bound`), measured while the apps
+idle immediately before and immediately after each cell (a bound between two cells of the same mode serves both).
+Ratio: a cell's efficiency = its images/s / the mean of the two bounds around it. Also reported: per-image decode /
+preprocess / merge / encode ms in this process (one torch thread, as in the replica's request threads), which the
+bound leaves out. The load generator shares the machine's cores with the server; each cell records the 1-minute
+load average.
 
 Prints a table and writes ``OUT/serve.json`` (with the environment block of :mod:`semcolor.benchmarks._report`).
 """
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from semcolor.benchmarks._bound import predict_bound, statistic
 from semcolor.benchmarks._local import free_port
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.core.colorizer import Colorizer
@@ -49,7 +51,7 @@ APP_NAME = "semcolor-bench"
 BATCH_WAIT_S = 0.005
 BOUND_ROUNDS = 2
 BOUND_SECONDS = 1.0
-"""A bound is the best of BOUND_ROUNDS timings of at least BOUND_SECONDS (and at least one call) each."""
+"""A bound is the best of BOUND_ROUNDS rounds of at least BOUND_SECONDS each (:mod:`semcolor.benchmarks._bound`)."""
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
 
 
@@ -94,22 +96,6 @@ def source_jpegs(data_root: Path | None) -> dict[str, bytes]:
         photo.resize((side, side), Image.Resampling.BICUBIC).save(buf, format="JPEG", quality=90)
         out[f"{side}x{side}"] = buf.getvalue()
     return out
-
-
-def model_bound(colorizer: Colorizer, batch: int, rounds: int = BOUND_ROUNDS, seconds: float = BOUND_SECONDS
-                ) -> float:
-    """``Colorizer.predict`` images/s at ``batch`` images of the colorizer's size: the best of ``rounds`` short
-    timings of at least ``seconds`` and one call each (the caller warms the model up once), so a burst of other
-    load on the machine lowers no more than one round."""
-    x = np.random.default_rng(0).integers(0, 256, (batch, colorizer.size, colorizer.size), dtype=np.uint8)
-    best = 0.0
-    for _ in range(rounds):
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or calls < 1:
-            colorizer.predict(x)
-            calls += 1
-        best = max(best, calls * batch / (time.perf_counter() - start))
-    return best
 
 
 def stage_costs(colorizer: Colorizer, jpeg: bytes, reps: int = 5) -> dict[str, float]:
@@ -234,16 +220,15 @@ def run(args: argparse.Namespace) -> int:
         for name, cost in stages.items():
             print(f"per-image stages at {name} (this process): {cost} ms")
         modes = {"batched": batch, "unbatched": 1}
-        for max_batch in modes.values():  # warm-up of the bound's model
-            colorizer.predict(np.zeros((max_batch, size, size), np.uint8))
         bounds: list[dict] = []
 
         def bound(max_batch: int) -> float:
-            """The model-only bound at ``max_batch`` now, recorded with the load average."""
-            rate = model_bound(colorizer, max_batch)
-            bounds.append({"batch": max_batch, "images_per_s": round(rate, 2),
+            """The model-only bound at ``max_batch`` now, recorded with every round's rate and the load average."""
+            measured = predict_bound(colorizer, max_batch, BOUND_ROUNDS, BOUND_SECONDS)
+            bounds.append({"batch": max_batch, "images_per_s": round(measured.images_per_s, 2),
+                           "round_images_per_s": [round(r.images_per_s, 2) for r in measured.rounds],
                            "load_average": round(os.getloadavg()[0], 2)})
-            return rate
+            return measured.images_per_s
 
         started = not ray.is_initialized()
         if started:
@@ -297,5 +282,6 @@ def run(args: argparse.Namespace) -> int:
         "max_batch_size": batch, "batch_wait_timeout_s": BATCH_WAIT_S, "output": "png", "input": "grayscale JPEG q90",
         "ratio": "efficiency = a cell's images/s / the mean of the model-only bounds (batch 1 for unbatched, "
                  "max_batch_size for batched) measured immediately before and after that cell",
+        "bound_statistic": statistic(BOUND_ROUNDS, BOUND_SECONDS),
         "bounds": bounds, "stage_ms": stages, "cells": [asdict(c) for c in cells]})
     return 0

@@ -6,7 +6,8 @@ same ``--threads`` CPUs for every row:
 
 - ``bound``: the model alone in one process (this driver) with ``--threads`` torch threads: forward, loss and
   backward on a batch of random L already in memory (no data, no optimizer, no all-reduce); one warm-up step, then
-  :data:`BOUND_STEPS` timed steps. It is what the CPUs can do for the model at that size and batch.
+  the best of :data:`BOUND_ROUNDS` rounds of one step each (:mod:`semcolor.benchmarks._bound`). It is what the CPUs
+  can do for the model at that size and batch.
 - a worker layout of :data:`LAYOUTS` (``--rows`` picks some): :func:`semcolor.train.driver.fit` as users run it
   (Ray Data pipeline, augmentation, DDP over gloo, AdamW), :data:`EPOCHS` epochs of which the last is timed: the
   loop's images/s (all workers' images over the epoch's wall time) and the loop's own clock of each step's phases
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from semcolor.benchmarks._bound import best_of, statistic
 from semcolor.benchmarks._report import write_result
 from semcolor.data.pairs import load_pairs, split_pairs
 from semcolor.train.step_timing import PHASES
@@ -40,8 +42,9 @@ DEFAULT_LIMIT = 240
 """Pairs when --limit is not given: ~190 to train, 6 steps of 2 x 16 per timed epoch."""
 EPOCHS = 2
 """Ray Train epochs per layout; the last is timed (the first carries warm-up)."""
-BOUND_STEPS = 3
-"""Timed steps of the model-only bound (after one warm-up step)."""
+BOUND_ROUNDS = 3
+BOUND_SECONDS = 0.0
+"""The model-only bound is the best of BOUND_ROUNDS rounds of one step each (at least BOUND_SECONDS: one step)."""
 ARCH = "unet"
 
 
@@ -71,10 +74,10 @@ def _training_pairs(root: Path, limit: int) -> int:
     return train.num_rows
 
 
-def model_bound(size: int, batch: int, threads: int, steps: int = BOUND_STEPS) -> dict[str, float]:
+def model_bound(size: int, batch: int, threads: int, rounds: int = BOUND_ROUNDS) -> dict[str, Any]:
     """The model alone with ``threads`` torch threads: forward + loss + backward on ``batch`` random L images
-    (B, 1, size, size) already in memory; one warm-up step, then ``steps`` timed ones. -> images/s and the seconds
-    per step of forward and backward."""
+    (B, 1, size, size) already in memory, timed by :func:`semcolor.benchmarks._bound.best_of` (``rounds`` rounds of
+    one step) -> its figures: images/s, and the fastest step's seconds of forward (with the loss) and backward."""
     from semcolor.model.config import LossConfig, ModelConfig
     from semcolor.model.losses import multitask_loss
     from semcolor.model.network import build_model
@@ -88,21 +91,17 @@ def model_bound(size: int, batch: int, threads: int, steps: int = BOUND_STEPS) -
         x = torch.rand(batch, 1, size, size, generator=generator)
         target = torch.randint(0, 2, (batch, size, size), generator=generator)
         ab = torch.rand(batch, 2, size, size, generator=generator) * 80 - 40
-        seconds = {"forward": 0.0, "backward": 0.0}
-        for step in range(steps + 1):
+
+        def step() -> dict[str, float]:
             t0 = time.perf_counter()
             seg, raw = model(x)
             loss, _ = multitask_loss(seg, raw, target, ab, LossConfig(), model.color_head)
             t1 = time.perf_counter()
             model.zero_grad(set_to_none=True)
             loss.backward()
-            t2 = time.perf_counter()
-            if step:  # the first step is the warm-up
-                seconds["forward"] += t1 - t0
-                seconds["backward"] += t2 - t1
-        total = seconds["forward"] + seconds["backward"]
-        return {"images_per_s": batch * steps / total, "forward_s": seconds["forward"] / steps,
-                "backward_s": seconds["backward"] / steps}
+            return {"forward": t1 - t0, "backward": time.perf_counter() - t1}
+
+        return best_of(step, batch, rounds, BOUND_SECONDS).as_dict()
     finally:
         torch.set_num_threads(previous)
 
@@ -177,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fastest: {best['layout']} at {best['ratio']:.2f} of the model-only bound", flush=True)
     write_result(args.out, "train", {
         "benchmark": "train", "arch": ARCH, "size": args.size, "pairs": pairs, "global_batch": global_batch,
-        "threads": args.threads, "ray_epochs": EPOCHS, "bound_steps": BOUND_STEPS,
+        "threads": args.threads, "ray_epochs": EPOCHS, "bound_statistic": statistic(BOUND_ROUNDS, BOUND_SECONDS),
         "ratio": "a layout's images/s (its last epoch) / the mean of the model-only bound measured just before and "
                  "just after it (forward + loss + backward, same size, global batch and threads)",
         "rows": rows, "fastest": best["layout"]})

@@ -170,12 +170,3 @@ def done_outputs(records: pa.Table) -> dict[str, tuple[str, str | None]]:
     latest = latest_by_key(records)
     ok = latest.filter(pc.equal(latest["status"], OK))
     return {k: (o, m) for k, o, m in zip(*(ok[c].to_pylist() for c in ("key", "output", "mask")))}
-
-
-def ok_counts(records: pa.Table) -> dict[str, int]:
-    """``{key: number of ok records}`` across all runs (exactly-once checks: every value should be 1)."""
-    ok = records.filter(pc.equal(records["status"], OK))
-    counts: dict[str, int] = {}
-    for k in ok["key"].to_pylist():
-        counts[k] = counts.get(k, 0) + 1
-    return counts

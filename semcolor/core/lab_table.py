@@ -8,9 +8,8 @@ chroma. The table is saved once per machine in the cache folder (:func:`semcolor
 mapped from there by every later process: the page cache then holds one copy for all of a node's workers, and none
 of them spends the second building it. Rounding a and b to whole units moves a color by at most 0.71 LAB units
 (below what the eye tells apart): about a third of an RGB level on average, more only where a channel of a
-saturated color nears 0 (the steep foot of the sRGB curve).
-
-Arrays: ``l8`` uint8 (H, W); ``ab`` float or integer (2, H, W) in LAB units; result uint8 (H, W, 3).
+saturated color nears 0 (the steep foot of the sRGB curve). The merge looks the table up per pixel in its compiled
+loop (:func:`semcolor.core.kernels.lab_rows`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ import numpy as np
 from semcolor.core.cache import cache_folder
 from semcolor.core.lightness import L8_SCALE
 
-AB_MIN, AB_MAX = -128, 127
+AB_MIN = -128
+"""The lowest whole a or b the table holds; the highest is AB_MIN + 255."""
 
 
 @functools.cache
@@ -84,20 +84,3 @@ def build_lab_table() -> np.ndarray:
         table[a] = color.float_to_uint8(color.lab_to_rgb(lab[None]))[0].numpy()
     return table.reshape(-1, 3)
 
-
-def lab8_to_rgb(l8: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """l8 uint8 (H, W) + ab (2, H, W) in LAB units (any real dtype, or a CPU tensor; rounded half up to whole units,
-    clipped to [-128, 127]) -> sRGB uint8 (H, W, 3), written into ``out`` (C-contiguous uint8 (H, W, 3)) when
-    given. (Whole images at once; the merge does the same per pixel in its compiled loop,
-    :func:`semcolor.core.kernels.lab_rows`.)"""
-    ab = np.asarray(ab)
-    if l8.dtype != np.uint8 or ab.shape != (2, *l8.shape):
-        raise ValueError(f"need l8 uint8 (H, W) and ab (2, H, W); got {l8.dtype} {l8.shape} and {ab.shape}")
-    if out is None:
-        out = np.empty((*l8.shape, 3), np.uint8)
-    elif out.dtype != np.uint8 or out.shape != (*l8.shape, 3) or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous uint8 {(*l8.shape, 3)}; got {out.dtype} {out.shape}")
-    shifted = np.floor(np.clip(ab.astype(np.float32) - np.float32(AB_MIN), 0, AB_MAX - AB_MIN) + np.float32(0.5))
-    index = (shifted[0].astype(np.int64) << 16) | (shifted[1].astype(np.int64) << 8) | l8
-    np.take(lab_table(), index.reshape(-1), axis=0, out=out.reshape(-1, 3))
-    return out
