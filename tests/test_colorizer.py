@@ -51,7 +51,17 @@ def test_merge_looks_up_the_table_at_the_upsampled_chroma_rounded_half_up(refine
 def test_resize_and_masks():
     l8 = np.arange(100 * 60, dtype=np.uint32).reshape(100, 60).astype(np.uint8)
     assert resize_l8(l8, 32).shape == (32, 32)
-    assert resize_l8(l8[:10, :10], 32).shape == (32, 32)  # upscaling small sources works too
+    # downscaling averages each source pixel's area (box): halving is the mean of each 2 x 2 block
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)
+    blocks = noise.reshape(32, 2, 32, 2).astype(float).mean(axis=(1, 3))
+    assert np.abs(resize_l8(noise, 32).astype(float) - blocks).max() <= 1  # (Pillow rounds in fixed point)
+    # upscaling small sources works too, interpolating: a dark-to-light step stays dark left, light right, and
+    # rises monotonically in between
+    step = np.zeros((10, 10), np.uint8)
+    step[:, 5:] = 200
+    up = resize_l8(step, 32).astype(int)
+    assert up.shape == (32, 32) and (up[:, :12] == 0).all() and (up[:, -12:] == 200).all()
+    assert (np.diff(up, axis=1) >= 0).all() and 0 < up[:, 16].mean() < 200
     fg = np.zeros((8, 8), np.uint8)
     fg[:, 4:] = 255
     mask = mask_full_resolution(fg, np.full((40, 80), 128, np.uint8), n_classes=2)

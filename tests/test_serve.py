@@ -166,6 +166,121 @@ def test_read_image_bytes_errors(body, headers, status, word):
     assert info.value.status_code == status and word in info.value.detail.lower()
 
 
+class _FakeClock:
+    """perf_counter for the replica module: seconds move only when a stage says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# Seconds each stage takes on the fake clock: powers of two, so a stage timed with its neighbour's time, or twice,
+# gives a value no right timing gives.
+STAGE_S = {"read": 0.001, "decode": 0.002, "preprocess": 0.004, "queue": 0.008, "model": 0.016, "merge_rgb": 0.032,
+           "merge_mask": 0.064, "encode_rgb": 0.128, "encode_mask": 0.256}
+
+
+def _timed_replica(monkeypatch):
+    """The replica class's own route code on an instance without Ray: every stage it calls moves a fake clock by
+    its STAGE_S (read, decode and encode are the real functions; the model is a stand-in that waits ``queue`` for
+    its batch and then runs ``model``)."""
+    import asyncio
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semcolor.serve import replica
+
+    cls = replica.SemcolorService.func_or_class
+    # Serve's ingress copies the class (cloudpickle): its methods read their own copy of the module's globals
+    namespaces = {id(g): g for g in (vars(replica), cls._infer.__globals__)}.values()
+
+    def patch(name, value):
+        for namespace in namespaces:
+            monkeypatch.setitem(namespace, name, value)
+
+    clock = _FakeClock()
+    patch("time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+
+    def timed(fn, stage):
+        if asyncio.iscoroutinefunction(fn):
+            async def run_async(*args, **kwargs):
+                out = await fn(*args, **kwargs)
+                clock.advance(STAGE_S[stage])
+                return out
+            return run_async
+
+        def run(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            clock.advance(STAGE_S[stage])
+            return out
+        return run
+
+    for name, stage in (("read_image_bytes", "read"), ("decode_image", "decode"), ("encode_rgb", "encode_rgb"),
+                        ("encode_mask", "encode_mask")):
+        patch(name, timed(getattr(replica, name), stage))
+
+    class Colorizer:
+        n_classes = 2
+        prepare = staticmethod(timed(lambda rgb: (rgb[..., 0], np.zeros((8, 8), np.uint8)), "preprocess"))
+        merge = staticmethod(timed(lambda l8, ab8, small: np.zeros((*l8.shape, 3), np.uint8), "merge_rgb"))
+        # the left half foreground (255), the right half another nonzero value: a binary mask's background
+        mask = staticmethod(timed(lambda l8, fg8, small: np.where(np.arange(l8.shape[1]) < l8.shape[1] // 2, 255,
+                                                                  7).astype(np.uint8)[None].repeat(l8.shape[0], 0),
+                                  "merge_mask"))
+
+    async def submit(l8_small, vividness):
+        clock.advance(STAGE_S["queue"])  # waiting for the model and for the batch to form
+        clock.advance(STAGE_S["model"])  # the batch's forward, timed by _forward itself
+        return replica.Forward(np.zeros((2, 8, 8), np.int8), np.zeros((8, 8), np.uint8),
+                               STAGE_S["model"] * 1000.0, 3)
+
+    # without __init__ (no model, no Ray); no __del__ either (the wrapper's would shut down an ASGI app never started)
+    service = object.__new__(type("UnstartedReplica", (cls,), {"__del__": lambda self: None}))
+    service.settings = types.SimpleNamespace(max_body_bytes=1 << 20, max_pixels=MAX_PIXELS, jpeg_quality=90)
+    service.colorizer = Colorizer()
+    service._cpu_pool = ThreadPoolExecutor(1)
+    service._submit = submit
+    return service
+
+
+def _ms(*stages: str) -> float:
+    return sum(STAGE_S[s] for s in stages) * 1000.0
+
+
+def test_each_stage_of_a_request_is_timed_apart(monkeypatch):
+    """/predict's timings_ms and /colorize's and /segment's Server-Timing: each stage its own milliseconds, the
+    queue without the model's, the total all of them."""
+    import asyncio
+
+    service = _timed_replica(monkeypatch)
+    body, headers = encode(gray(12, 10)), {"Content-Type": "image/png"}
+    before = {"read": _ms("read"), "decode": _ms("decode"), "preprocess": _ms("preprocess"), "queue": _ms("queue"),
+              "model": _ms("model")}
+    start = ("read", "decode", "preprocess", "queue", "model")
+    try:
+        doc = asyncio.run(service.predict(_request(body, headers), format=None, vividness=0.5))
+        assert doc.timings_ms.model_dump() == pytest.approx({
+            **before, "merge": _ms("merge_rgb", "merge_mask"), "encode": _ms("encode_rgb", "encode_mask"),
+            "total": _ms(*start, "merge_rgb", "merge_mask", "encode_rgb", "encode_mask")}, abs=1e-3)
+        assert (doc.width, doc.height, doc.batch_size, doc.foreground_fraction) == (10, 12, 3, 0.5)
+        for route, merge, encode_stage in ((service.colorize, "merge_rgb", "encode_rgb"),
+                                           (service.segment, "merge_mask", "encode_mask")):
+            kwargs = {"format": None, "vividness": 0.5} if route == service.colorize else {}
+            response = asyncio.run(route(_request(body, headers), **kwargs))
+            header = dict(item.split(";dur=") for item in response.headers["server-timing"].split(", "))
+            assert {k: float(v) for k, v in header.items()} == pytest.approx({
+                **before, "merge": _ms(merge), "encode": _ms(encode_stage), "total": _ms(*start, merge, encode_stage)},
+                abs=1e-3)
+            assert response.headers["x-batch-size"] == "3"
+    finally:
+        service._cpu_pool.shutdown()
+
+
 def test_no_blocking_without_a_cluster_is_refused(monkeypatch, capsys):
     from semcolor.cli import build_parser
 
@@ -262,11 +377,13 @@ def test_predict_returns_both_images_and_timings(client):
     assert decoded(base64.b64decode(doc["colorized"])).size == (71, 33)
     mask = decoded(base64.b64decode(doc["mask"]))
     assert (mask.mode, mask.size) == ("L", (71, 33))
-    assert 0.0 <= doc["foreground_fraction"] <= 1.0 and doc["batch_size"] >= 1
+    assert doc["foreground_fraction"] == pytest.approx((np.asarray(mask) == 255).mean(), abs=1e-6)  # of this mask
+    assert doc["batch_size"] >= 1
     timings = doc["timings_ms"]
     assert set(timings) == {"read", "decode", "preprocess", "queue", "model", "merge", "encode", "total"}
-    assert all(v >= 0 for v in timings.values()) and timings["model"] > 0
-    assert timings["total"] >= timings["model"]
+    assert timings["model"] > 0
+    # the stages run one after another inside the request (each rounded to 0.001 ms): together within its total
+    assert sum(v for k, v in timings.items() if k != "total") <= timings["total"] + 0.01, timings
 
 
 @pytest.mark.ray

@@ -41,22 +41,25 @@ class StepClock:
 
     Use: :meth:`start` before fetching a batch, then :meth:`lap` after each phase in :data:`PHASES` order, with
     :meth:`backward_done` in place of ``lap("backward")`` (it splits backward and all-reduce); :meth:`take` returns
-    the sums so far and starts again from zero.
+    the sums so far and starts again from zero. ``sync`` runs before each reading (``torch.cuda.synchronize``);
+    ``clock`` is the seconds clock read at every boundary and by the all-reduce hook.
     """
 
-    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._sync = sync
+        self._clock = clock
         self._lock = threading.Lock()  # bucket callbacks run on the communication thread
         self._launched: list[float] = []
         self._intervals: list[tuple[float, float]] = []
         self._seconds = dict.fromkeys((*PHASES, "allreduce_busy"), 0.0)
         self._steps = 0
-        self._t = time.perf_counter()
+        self._t = clock()
 
     def _now(self) -> float:
         if self._sync is not None:
             self._sync()
-        return time.perf_counter()
+        return self._clock()
 
     def start(self) -> None:
         """A step begins (its data wait starts now)."""
@@ -90,13 +93,13 @@ class StepClock:
         )
 
         def timed_allreduce(state, bucket):  # annotated below: DDP checks the objects, not their names
-            launched = time.perf_counter()
+            launched = self._clock()
             with self._lock:
                 self._launched.append(launched)
 
             def done(fut: torch.futures.Future) -> torch.Tensor:
                 with self._lock:
-                    self._intervals.append((launched, time.perf_counter()))
+                    self._intervals.append((launched, self._clock()))
                 return fut.value()
 
             return allreduce_hook(state, bucket).then(done)
