@@ -156,6 +156,80 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
+def node_resources() -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(totals, free): the resources of each alive node of the connected Ray cluster, in the same order."""
+    from ray._private.state import available_resources_per_node, total_resources_per_node  # DeveloperAPI
+
+    totals = total_resources_per_node()
+    free = available_resources_per_node()
+    return [dict(totals[n]) for n in totals], [dict(free.get(n, {})) for n in totals]
+
+
+READONLY_NODE_TYPE = "node_"
+"""Ray's monitor without an autoscaling config (``ray.init``, a hand-made ``ray start --head``) runs a read-only
+"provider" that names each node's type ``node_<node id>`` (``ray.autoscaler._private.util.format_readonly_node_type``)."""
+
+
+def node_types_autoscale(node_types: list[str]) -> bool | None:
+    """From the node types the autoscaler's status reports (``ray status``): True when one is a configured type
+    (``ray up``'s ``available_node_types``, KubeRay's group names), False when all are the read-only monitor's
+    anonymous ones, None when there are none (no report)."""
+    if not node_types:
+        return None
+    return any(not t.startswith(READONLY_NODE_TYPE) for t in node_types)
+
+
+def autoscaler_present() -> bool:
+    """Whether an autoscaler may add nodes to the connected Ray cluster (Ray has no public API for it:
+    ray-project/ray#52033). Signals, first answer wins:
+
+    1. this process started the cluster itself (``ray.init`` of a local Ray, as :func:`init_ray` and the tests do):
+       none, ``ray.init`` runs no autoscaler;
+    2. the autoscaler's cluster config in the GCS (what Ray Train's and Ray Data's own resource checks read) with a
+       node group that can grow: one;
+    3. the v1 autoscaler's status in the GCS (what ``ray status`` prints): any configured node type means one (``ray
+       up``, KubeRay), only the read-only monitor's anonymous types mean none (a hand-started cluster);
+    4. the v2 autoscaler (enabled on the cluster): one;
+    5. no report at all: assume one may exist, so a request is waited for (bounded) rather than refused.
+    """
+    import json
+
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and getattr(node, "head", False):
+        return False
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        if config is not None and any(g.max_count == -1 or g.max_count > g.min_count
+                                      for g in config.node_group_configs if g.resources and g.max_count != 0):
+            return True
+    except Exception:  # private API: a missing signal, not an error
+        pass
+    try:
+        from ray._private import ray_constants
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        if status:
+            mapping = (json.loads(status).get("autoscaler_report") or {}).get("node_type_mapping") or {}
+            verdict = node_types_autoscale(list(mapping.values()))
+            if verdict is not None:
+                return verdict
+    except Exception:
+        pass
+    try:
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        if is_autoscaler_v2(fetch_from_server=True):
+            return True
+    except Exception:
+        pass
+    return True
+
+
 def require_shared_paths(paths: dict[str, str | None], shared_path: bool) -> None:
     """Refuse local ``paths`` (what each path is -> its URL; None ones are skipped) on a Ray cluster of several
     nodes, where every node would read and write its own disk (outputs scattered, inputs missing), unless the

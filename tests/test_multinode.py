@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import free_port
+from helpers import ok_counts
 from PIL import Image
 
-from semcolor.bulk.records import ok_counts, read_records
+from semcolor.bulk.records import read_records
 from semcolor.core import storage
 from semcolor.model import checkpoint
 from semcolor.model.config import ModelConfig
@@ -419,7 +420,7 @@ def test_gpu_options_place_work_on_the_gpu_node_and_say_when_cuda_is_not_there(f
         "--gpus-per-actor": ["colorize", str(tmp_path / "src"), str(tmp_path / "dst"), "--checkpoint", ckpt,
                              "--gpus-per-actor", "1"],
         "--gpus-per-worker": ["train", "--storage", str(tmp_path / "runs"), "--synth-n", "16", "--size", "32",
-                              "--epochs", "1", "--workers", "1", "--gpus-per-worker", "1"],
+                              "--epochs", "1", "--workers", "1", "--cpus-per-worker", "1", "--gpus-per-worker", "1"],
         "--gpus-per-replica": ["serve", "--checkpoint", ckpt, "--gpus-per-replica", "1", "--no-blocking",
                                "--port", "0"],
     }
