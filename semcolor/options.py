@@ -59,6 +59,8 @@ class OptionSpec:
     choices: tuple[Any, ...] | None
     positional: bool
     is_bool: bool
+    repeatable: bool = False
+    """A ``list[...]`` field: the option may be given several times (``--photos A --photos B``)."""
 
     @property
     def dest(self) -> str:
@@ -75,7 +77,14 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def _list_item(base: Any) -> Any:
+    """``list[str]`` -> str; None for anything else."""
+    return typing.get_args(base)[0] if typing.get_origin(base) is list and typing.get_args(base) else None
+
+
 def _converter(base: Any) -> Callable[[str], Any] | None:
+    if _list_item(base) is not None:
+        return _converter(_list_item(base))
     if base in (int, float, str):
         return base
     if typing.get_origin(base) is typing.Literal:
@@ -89,7 +98,8 @@ def _spec(name: str, annotation: Any, default: Any, meta: dict[str, Any]) -> Opt
     if choices is None and typing.get_origin(base) is typing.Literal:
         choices = tuple(typing.get_args(base))
     return OptionSpec(name=name, help=meta["help"], default=default, type=_converter(base), flag=meta.get("flag"),
-                      choices=choices, positional=bool(meta.get("positional")), is_bool=base is bool)
+                      choices=choices, positional=bool(meta.get("positional")), is_bool=base is bool,
+                      repeatable=_list_item(base) is not None)
 
 
 def option_specs(cls: type) -> list[OptionSpec]:
@@ -131,6 +141,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = spec.flag or "--" + spec.name.replace("_", "-")
         if spec.is_bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif spec.repeatable:
+            kwargs["action"] = "append"
+            kwargs["type"] = spec.type
         elif spec.type is not None:
             kwargs["type"] = spec.type
         if spec.default is MISSING:

@@ -53,7 +53,7 @@ def test_version_1_regression_checkpoint_still_loads_and_runs(tmp_path):
     url = str(tmp_path / "old")
     checkpoint.save(model, config, url)
     doc = json.loads((tmp_path / "old" / "config.json").read_text())
-    old = {k: v for k, v in doc["model"].items() if k not in ("color_head", "n_bins", "seg_to_color")}
+    old = {k: v for k, v in doc["model"].items() if k not in ("color_head", "n_bins", "seg_to_color", "seg_stride")}
     (tmp_path / "old" / "config.json").write_text(json.dumps({**doc, "model": {**old, "version": 1}}))
     loaded, loaded_config = checkpoint.load(url)
     assert loaded_config.color_head == "regression"
@@ -62,6 +62,28 @@ def test_version_1_regression_checkpoint_still_loads_and_runs(tmp_path):
         torch.testing.assert_close(loaded.infer(x)[1], model.infer(x)[1], rtol=0, atol=0)
     rgb, mask = load_colorizer(url, device="cpu").colorize((torch.rand(50, 70, 3) * 255).byte().numpy())
     assert rgb.shape == (50, 70, 3) and mask.shape == (50, 70)
+
+
+def test_version_2_bins_checkpoint_loads_with_its_quarter_resolution_mask(tmp_path):
+    """Checkpoints written before the finer mask (config version 2, no seg_stride key) load as stride-4 models and
+    give what they gave; a new config at stride 1 loads its mask branch."""
+    config = ModelConfig(arch="unet", input_size=64, seg_stride=4)
+    model = build_model(config).eval()
+    url = str(tmp_path / "v2")
+    checkpoint.save(model, config, url)
+    doc = json.loads((tmp_path / "v2" / "config.json").read_text())
+    old = {k: v for k, v in doc["model"].items() if k != "seg_stride"}
+    (tmp_path / "v2" / "config.json").write_text(json.dumps({**doc, "model": {**old, "version": 2}}))
+    loaded, loaded_config = checkpoint.load(url)
+    assert loaded_config.seg_stride == 4 and loaded.mask_refiner is None
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        for got, want in zip(loaded.infer(x, 0.45), model.infer(x, 0.45)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    fine = ModelConfig(arch="unet", input_size=64, seg_stride=1)
+    checkpoint.save(build_model(fine), fine, str(tmp_path / "v3"))
+    loaded_fine, fine_config = checkpoint.load(str(tmp_path / "v3"))
+    assert fine_config.seg_stride == 1 and loaded_fine.mask_refiner is not None
 
 
 def test_round_trip_through_fsspec_url():

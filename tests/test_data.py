@@ -128,19 +128,25 @@ def test_bad_files_raise_typed_errors(name: str) -> None:
     assert isinstance(info.value, ValueError) and info.value.kind == error.kind
 
 
+def _pair_mask(mask: Image.Image) -> np.ndarray:
+    """The mask as training reads it: :func:`decode.decode_pair` at the image's own size, beside a blank image of
+    the mask's size."""
+    return decode.decode_pair(encode(Image.new("RGB", mask.size)), encode(mask), None).mask
+
+
 def test_decode_mask_modes() -> None:
     ids = np.array([[0, 1], [2, 255]], dtype=np.uint8)
-    assert decode.decode_mask(encode(Image.fromarray(ids, "L"))).tolist() == ids.tolist()
+    assert _pair_mask(Image.fromarray(ids, "L")).tolist() == ids.tolist()
     palette = Image.fromarray(ids, "P")
     palette.putpalette(np.random.default_rng(0).integers(0, 256, 768, dtype=np.uint8).tobytes())
-    assert decode.decode_mask(encode(palette)).tolist() == ids.tolist()  # indices, not colors
-    assert decode.decode_mask(encode(Image.fromarray(ids > 1))).tolist() == [[0, 0], [255, 255]]
-    assert decode.decode_mask(encode(Image.fromarray(np.dstack([ids] * 3)))).tolist() == ids.tolist()
-    assert decode.decode_mask(encode(Image.fromarray(ids.astype(np.uint16)))).dtype == np.uint8
-    with pytest.raises(decode.UnsupportedModeError, match="mask has color"):
-        decode.decode_mask(encode(Image.fromarray(np.dstack([ids, ids, ids * 0]))))
+    assert _pair_mask(palette).tolist() == ids.tolist()  # indices, not colors
+    assert _pair_mask(Image.fromarray(ids > 1)).tolist() == [[0, 0], [255, 255]]
+    assert _pair_mask(Image.fromarray(np.dstack([ids] * 3))).tolist() == ids.tolist()
+    assert _pair_mask(Image.fromarray(ids.astype(np.uint16))).tolist() == ids.tolist()
+    with pytest.raises(decode.UnsupportedModeError, match="mask: mask has color"):
+        _pair_mask(Image.fromarray(np.dstack([ids, ids, ids * 0])))
     with pytest.raises(decode.UnsupportedModeError, match="0..256"):
-        decode.decode_mask(encode(Image.fromarray(np.array([[0, 256]], dtype=np.uint16))))
+        _pair_mask(Image.fromarray(np.array([[0, 256]], dtype=np.uint16)))
 
 
 def test_decode_pair_resizes_and_counts_mask_size() -> None:
@@ -424,22 +430,22 @@ def test_ab_prior_pass_on_ray_equals_numpy_histogram(ray_local) -> None:
     histogram of the same pixels' AB counts on the grid's cells."""
     import ray
 
+    from semcolor.core import ab_grid
     from semcolor.data.color_prior import ab_counts
-    from semcolor.model import color_bins
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(40, 24, 24, 3), dtype=np.uint8)
     rgb[:20, :12] = (200, 40, 30)  # a frequent color, so that counts are far from uniform
     ds = ray.data.from_numpy(rgb).rename_columns({"data": "rgb"}).repartition(5)
-    bins = color_bins.gamut_bins()
+    bins = ab_grid.gamut_bins()
     counts = ab_counts(ds, bins)
 
     ab = color.rgb_to_lab(color.uint8_to_float(torch.from_numpy(rgb)))[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)
-    edges = (np.arange(-color_bins.CELL_SPAN, color_bins.CELL_SPAN + 2) - 0.5) * color_bins.GRID
-    hist, _, _ = np.histogram2d(ab[:, 0].numpy() / color_bins.GRID, ab[:, 1].numpy() / color_bins.GRID,
-                                bins=[edges / color_bins.GRID] * 2)
-    side = 2 * color_bins.CELL_SPAN + 1
-    cells = (bins / color_bins.GRID).long() + color_bins.CELL_SPAN
+    edges = (np.arange(-ab_grid.CELL_SPAN, ab_grid.CELL_SPAN + 2) - 0.5) * ab_grid.GRID
+    hist, _, _ = np.histogram2d(ab[:, 0].numpy() / ab_grid.GRID, ab[:, 1].numpy() / ab_grid.GRID,
+                                bins=[edges / ab_grid.GRID] * 2)
+    side = 2 * ab_grid.CELL_SPAN + 1
+    cells = (bins / ab_grid.GRID).long() + ab_grid.CELL_SPAN
     expected = hist.reshape(side * side)[(cells[:, 0] * side + cells[:, 1]).numpy()]
     assert counts.sum() == rgb.shape[0] * 24 * 24 == hist.sum()  # every pixel falls in an in-gamut bin
     np.testing.assert_array_equal(counts, expected.astype(np.int64))

@@ -18,11 +18,12 @@ from semcolor.model.network import build_model, count_parameters, gflops
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_model(arch: str, n_classes: int, color_head: str = "bins", seg_to_color: bool = False):
+def _eval_model(arch: str, n_classes: int, color_head: str = "bins", seg_to_color: bool = False,
+                seg_stride: int = 4):
     """One model per configuration for the shape tests: building ResNet34 dominates their time."""
     torch.manual_seed(0)
     return build_model(ModelConfig(arch=arch, n_classes=n_classes, color_head=color_head,
-                                   seg_to_color=seg_to_color)).eval()
+                                   seg_to_color=seg_to_color, seg_stride=seg_stride)).eval()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -39,6 +40,38 @@ def test_output_shapes(arch, n_classes, hw):
     assert ab.shape == (1, 2, *hw)
     assert torch.isfinite(seg).all() and torch.isfinite(ab).all()
     assert ab.abs().max() <= 120.0  # LAB units: a mean of in-gamut bin centres
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("seg_stride", [2, 1])
+@pytest.mark.parametrize("hw", [(97, 64), (45, 77)])
+def test_finer_segmentation_heads_on_odd_sizes(arch, seg_stride, hw):
+    """The mask branch at 1/2 or full resolution: logits at the input's size (cropped from the padded one), the
+    color head's raw output still at the decoder's 1/4; with the link, the color head sees pooled probabilities."""
+    model = _eval_model(arch, 3, "bins", True, seg_stride)
+    with torch.no_grad():
+        seg, raw = model(torch.rand(2, 1, *hw))
+        x = torch.nn.functional.pad((torch.rand(2, 1, *hw) - 0.449) / 0.226, (0, (-hw[1]) % 32, 0, (-hw[0]) % 32))
+        encoded = model.encoder(x)
+        fine = model.mask_refiner(model.decoder(encoded), encoded[0], x)
+    padded = [(d + 31) // 32 * 32 for d in hw]
+    assert seg.shape == (2, 3, *hw) and torch.isfinite(seg).all()
+    assert raw.shape == (2, GAMUT_BINS, *(p // 4 for p in padded))
+    assert fine.shape[-2:] == tuple(p // seg_stride for p in padded)
+
+
+def test_finer_segmentation_changes_the_mask_at_the_input_resolution():
+    """At stride 1 the logits vary between neighbouring pixels of a 4 x 4 cell (a 1/4 head upsampled bilinearly
+    cannot make a step inside one); the L image reaches them directly."""
+    torch.manual_seed(0)
+    model = _eval_model("unet", 2, "bins", False, 1)
+    l_in = torch.full((1, 1, 64, 64), 0.3)
+    l_in[..., 21:, :] = 0.9  # a step of L inside a 4-pixel cell (rows 20-23)
+    with torch.no_grad():
+        seg, _ = model(l_in)
+        base, _ = model(torch.full((1, 1, 64, 64), 0.3))
+    jump = (seg - base)[0, 1, 19:24, 32]
+    assert float(jump[2] - jump[1]) != pytest.approx(0.0, abs=1e-4)  # the step shows between rows 20 and 21
 
 
 @pytest.mark.parametrize("seg_to_color", [False, True])
@@ -74,11 +107,16 @@ def test_bad_config_and_input_are_explained():
 
 
 def test_heads_at_quarter_resolution_cost_less_than_reference():
-    """The reference ran heads at full resolution (~15 GFLOPs at 256); ours stay well under."""
+    """The reference ran heads at full resolution (~15 GFLOPs at 256); ours stay well under, and the finer mask
+    branches add a few tens of thousands of parameters and at most 3 GFLOPs."""
     for arch in ARCHS:
         model = _eval_model(arch, 2)
         assert 20e6 < count_parameters(model) < 30e6
         assert gflops(model, 256) < 14.0
+        for stride in (2, 1):
+            finer = _eval_model(arch, 2, seg_stride=stride)
+            assert 0 < count_parameters(finer) - count_parameters(model) < 100_000
+            assert gflops(model, 256) < gflops(finer, 256) < gflops(model, 256) + 3.0
 
 
 def _two_synthetic_images():

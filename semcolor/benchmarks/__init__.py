@@ -32,6 +32,8 @@ class BenchOptions:
     device: str = option("cpu", choices=("cpu", "cuda"), help="colorize: where the model runs; cuda: torch with "
                          "bf16 autocast and channels_last in the bound and the naive loop, and one model actor "
                          "with one GPU in the pipeline (its figures are per GPU)")
+    photos_data: str | None = option(None, help="quality: the photos without masks of the rows that train with them "
+                                     "(default: photos-unlabeled in ../shared beside the checkout)")
     work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
                               "a temporary folder, removed at the end)")
     rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "

@@ -2,15 +2,20 @@
 
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
-with Ray Train on the 80 % for the same fixed amount of work (:data:`EPOCHS` epochs at :data:`SIZE` px, 2 workers
-x 1 CPU, global batch 2 x :data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed
-amount of work, not a wall-clock budget, so that a busy machine gives every row the same training), then `semcolor evaluate` measures its best
-checkpoint on the 20 % at the photos' full resolution, with the gray baseline (AB = 0) beside it. A bins-head row
-is measured at each vividness of :data:`VIVIDNESS` (inference rows of one trained model), with the default
-guided upsampling; every trained row is measured once more with bilinear upsampling (``refine=bilinear``, same
-checkpoint, default vividness) to show what the guided filter changes.
+with Ray Train on the 80 % for the same fixed amount of work: :data:`EPOCHS_BY_SIZE` epochs at its size (the same
+pixels seen at every size: 44 epochs at 96 px, 25 at 128, 16 at 160), 2 workers x 1 CPU, global batch 2 x
+:data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed amount of work, not a
+wall-clock budget, so that a busy machine gives every row the same training. A row with photos without masks
+(``--photos-data``, default the shared photos-unlabeled set) holds them at ``photos_share`` of each batch, so an
+epoch (one pass over the pairs) costs 1 / (1 - share) as much and the row trains that many times fewer epochs.
+Then `semcolor evaluate` measures its best checkpoint on the 20 % at the photos' full resolution, with the gray
+baseline (AB = 0) beside it. A bins-head row is measured at each vividness of :data:`VIVIDNESS` (inference rows of
+one trained model), with the default guided upsampling; every trained row is measured once more with bilinear
+upsampling (``refine=bilinear``, same checkpoint, default vividness) to show what the guided filter changes.
 
-Columns: mIoU, pixel accuracy, PSNR, SSIM, colorfulness / truth, PSNR - gray (dB), training minutes.
+Columns: mIoU, pixel accuracy, boundary IoU (the foreground's contour bands of
+:data:`semcolor.model.metrics.BOUNDARY_TOLERANCE_PX` px at full resolution), PSNR, SSIM, colorfulness / truth,
+PSNR - gray (dB), training minutes.
 The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULNESS`, interpolated linearly
 along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
@@ -34,10 +39,12 @@ from semcolor.benchmarks._report import portable, print_table, write_result
 from semcolor.core import storage
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.model.config import DEFAULT_VIVIDNESS
+from semcolor.model.metrics import BOUNDARY_TOLERANCE_PX
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ecssd"
-SIZE = 96
-EPOCHS = 44
+DEFAULT_PHOTOS = DEFAULT_DATA.parent / "photos-unlabeled" / "images"
+EPOCHS_BY_SIZE = {96: 44, 128: 25, 160: 16}
+"""Epochs per training size: about the same pixels seen (epochs x size^2 ~ 0.41 M) and CPU-minutes at each."""
 BATCH = 16
 LR = 2e-3
 VAL_FRACTION = 0.2
@@ -47,19 +54,33 @@ FRONTIER_COLORFULNESS = 0.6
 
 @dataclass(frozen=True)
 class Row:
-    """One trained model of the table: a name and the TrainConfig fields it sets beyond the protocol's."""
+    """One trained model of the table: a name, its training size, and the TrainConfig fields it sets beyond the
+    protocol's (``photos_share`` > 0: photos without masks join its batches)."""
 
     name: str
     description: str
     train: dict[str, Any] = field(default_factory=dict)
+    size: int = 96
+
+    @property
+    def epochs(self) -> int:
+        """:data:`EPOCHS_BY_SIZE` at its size, times (1 - photos share) with photos (the same images per row)."""
+        share = float(self.train.get("photos_share", 0.0)) if self.train.get("photos") else 0.0
+        return max(1, round(EPOCHS_BY_SIZE[self.size] * (1.0 - share)))
 
 
+_FINE = {"seg_stride": 1}
+_LOVASZ = {**_FINE, "mask_loss": "lovasz"}
 ROWS: tuple[Row, ...] = (
-    Row("regression", "UNet, MSE on AB over all pixels (the first model)", {"color_head": "regression"}),
-    Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean",
-        {"color_head": "bins"}),
-    Row("bins-link", "as bins, and the color head sees the segmentation probabilities",
-        {"color_head": "bins", "seg_to_color": True}),
+    Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean; "
+        "segmentation at 1/4 (the model before masks that follow edges)", {"color_head": "bins", "seg_stride": 4}),
+    Row("mask-half", "as bins, the mask at 1/2 (a decoder stage on the stride-2 features)", {"seg_stride": 2}),
+    Row("mask-full", "as bins, the mask at full resolution (and a stage on the L image)", _FINE),
+    Row("mask-full-lovasz", "as mask-full, plus the Lovasz-softmax term", _LOVASZ),
+    Row("size-128", "as mask-full-lovasz at 128 px (25 epochs)", _LOVASZ, size=128),
+    Row("size-160", "as mask-full-lovasz at 160 px (16 epochs)", _LOVASZ, size=160),
+    Row("photos", "as mask-full-lovasz at 128 px, photos without masks half of each batch (12 epochs)",
+        {**_LOVASZ, "photos": True, "photos_share": 0.5}, size=128),
 )
 
 
@@ -81,8 +102,8 @@ def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any])
     label = name if vividness is None else f"{name} v={vividness:g}"
     if refine != DEFAULT_REFINE:
         label += f" {refine}"
-    return {"row": label, "miou": m["miou"],
-            "pixel_accuracy": m["pixel_accuracy"], "psnr": m["psnr"], "ssim": m["ssim"],
+    return {"row": label, "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"],
+            "boundary_iou": m["boundary_iou"], "psnr": m["psnr"], "ssim": m["ssim"],
             "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
 
 
@@ -127,7 +148,8 @@ def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: 
     return m if same else None
 
 
-def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None) -> list[dict[str, Any]]:
+def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None,
+            photos: str | None = None) -> list[dict[str, Any]]:
     """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
     every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
     the default vividness is copied to ``out``."""
@@ -135,10 +157,15 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     from semcolor.train.config import TrainConfig
     from semcolor.train.driver import fit
 
-    config = TrainConfig(images=images, masks=masks, arch="unet", size=SIZE, epochs=EPOCHS, batch_size=BATCH,
-                         lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION,
+    train = dict(row.train)
+    if train.pop("photos", False):
+        if photos is None:
+            raise ValueError(f"row {row.name} trains with photos without masks; pass --photos-data")
+        train["photos"] = [photos]
+    config = TrainConfig(images=images, masks=masks, arch="unet", size=row.size, epochs=row.epochs,
+                         batch_size=BATCH, lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION,
                          storage=storage.join(work, "runs"),
-                         name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **row.train)
+                         name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
     done = _trained_run(work, row)
     if done is None:
         started = time.perf_counter()
@@ -196,11 +223,17 @@ def run(args: argparse.Namespace) -> int:
             if row.name not in wanted:
                 continue
             print(f"[quality] row {row.name}: {row.description}", flush=True)
-            rows.extend(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit))
+            rows.extend(run_row(row, str(root / "images"), str(root / "masks"), args.out, work, args.limit,
+                                photos=str(_photos_root(args))))
             rows.sort(key=lambda r: [x.name for x in ROWS].index(_row_name(r)))
             print_table([{k: v for k, v in r.items() if k != "detail"} for r in rows])
             _write(args, root, rows)  # after every row: a long run stopped midway keeps what it measured
     return 0
+
+
+def _photos_root(args: argparse.Namespace) -> Path:
+    """The photos without masks of the rows that train with them: ``--photos-data`` or the shared set."""
+    return Path(args.photos_data) if getattr(args, "photos_data", None) else DEFAULT_PHOTOS
 
 
 def _row_name(figures: dict[str, Any]) -> str:
@@ -210,11 +243,14 @@ def _row_name(figures: dict[str, Any]) -> str:
 
 def _protocol(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """What every row of one table shares (compared before rows of an earlier table are kept)."""
-    return portable({"data": str(root), "val_fraction": VAL_FRACTION, "size": SIZE, "epochs": EPOCHS,
+    return portable({"data": str(root), "photos": str(_photos_root(args)), "val_fraction": VAL_FRACTION,
+                     "epochs_by_size": {str(k): v for k, v in EPOCHS_BY_SIZE.items()},
+                     "photo_rows": "epochs x (1 - photos share): the same images per row",
                      "batch_per_worker": BATCH, "workers": 2, "lr": LR, "limit": args.limit,
                      "vividness": list(VIVIDNESS), "default_vividness": DEFAULT_VIVIDNESS,
                      "default_refine": DEFAULT_REFINE,
-                     "evaluation": "full resolution on the validation split; gray baseline = AB 0"})
+                     "evaluation": "full resolution on the validation split; gray baseline = AB 0; boundary IoU "
+                                   f"of the foreground at {BOUNDARY_TOLERANCE_PX} px"})
 
 
 def kept_rows(out: str, protocol: dict[str, Any], rerun: list[str]) -> list[dict[str, Any]]:

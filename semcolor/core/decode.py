@@ -203,10 +203,22 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "
     return np.asarray(rgb_image(im, key))
 
 
-def decode_mask(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> np.ndarray:
-    """Mask bytes -> uint8 (H, W), EXIF orientation applied, values unchanged. Raises :class:`DataError`."""
-    im, _ = _load_oriented(open_image(data, max_pixels, key), key, None)
-    return np.asarray(mask_image(im, key))
+def _rgb_at(data: bytes, size: int | None, max_pixels: int, key: str) -> tuple[Image.Image, tuple[int, int]]:
+    """Image bytes -> (RGB image squashed to (size, size), or as it is when ``size`` is None; its own EXIF-oriented
+    (width, height)). Raises :class:`DataError`."""
+    im, image_size = _load_oriented(open_image(data, max_pixels, key), key, size)
+    rgb = rgb_image(im, key)
+    if size is not None:
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)  # antialiased: area-like
+    return rgb, image_size
+
+
+def decode_photo(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, key: str = "") -> np.ndarray:
+    """A photo without a mask -> RGB uint8 (size, size, 3), squashed as :func:`decode_pair` squashes its image.
+    Raises :class:`DataError` naming ``key``."""
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return np.asarray(_rgb_at(data, size, max_pixels, key)[0])
 
 
 @dataclass(frozen=True)
@@ -231,10 +243,7 @@ def decode_pair(image: bytes, mask: bytes, size: int | None, max_pixels: int = D
     if size is not None and size <= 0:
         raise ValueError(f"size must be positive, got {size}")
     try:
-        im, image_size = _load_oriented(open_image(image, max_pixels, key), key, size)
-        rgb = rgb_image(im, key)
-        if size is not None:
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)  # antialiased: area-like
+        rgb, image_size = _rgb_at(image, size, max_pixels, key)
     except DataError as exc:
         raise type(exc)(key, f"image: {exc.reason}") from exc
     try:

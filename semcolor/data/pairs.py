@@ -8,13 +8,11 @@ The Ray Data read of the pairs is :mod:`semcolor.data.pipeline`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
 import os
 import posixpath
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,8 +126,18 @@ def _absolute(url: str, base: str) -> str:
     return url if storage.scheme_of(url) or os.path.isabs(url) else storage.join(base, url)
 
 
-def read_manifest_columns(url: str, columns: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
-    """A manifest (Parquet, or CSV when ``url`` ends in ``.csv``) -> (keys, {column: URLs}) for ``columns``.
+MANIFEST_SUFFIXES = (".parquet", ".csv")
+
+
+def is_manifest(url: str) -> bool:
+    """True when ``url`` names a manifest file (``.parquet`` or ``.csv``) rather than a prefix."""
+    return url.rstrip("/").lower().endswith(MANIFEST_SUFFIXES)
+
+
+def read_manifest_columns(url: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+                          ) -> tuple[list[str], dict[str, list[str]]]:
+    """A manifest (Parquet, or CSV when ``url`` ends in ``.csv``) -> (keys, {column: URLs}) for ``columns``, and for
+    those of ``optional`` it has (where an empty value or null is ``""``).
 
     Relative entries are resolved against the manifest's folder; a missing ``key`` column is derived from the
     first column's paths under their common folder. Keys are not checked for uniqueness here.
@@ -138,7 +146,7 @@ def read_manifest_columns(url: str, columns: tuple[str, ...]) -> tuple[list[str]
     if url.lower().endswith(".csv"):
         import pyarrow.csv as pacsv
 
-        types = {name: pa.string() for name in ("key", *columns)}
+        types = {name: pa.string() for name in ("key", *columns, *optional)}
         table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(column_types=types))
     else:
         import pyarrow.parquet as pq
@@ -153,14 +161,25 @@ def read_manifest_columns(url: str, columns: tuple[str, ...]) -> tuple[list[str]
             raise ValueError(f"manifest {url}: {table[name].null_count} empty value(s) in column {name!r}")
     base = posixpath.dirname(url.rstrip("/")) if storage.scheme_of(url) else os.path.dirname(os.path.abspath(url))
     urls = {name: [_absolute(u, base) for u in table[name].to_pylist()] for name in columns}
+    for name in optional:
+        if name in table.column_names:
+            urls[name] = [_absolute(u, base) if u else "" for u in table[name].to_pylist()]
     keys = ([str(k) for k in table["key"].to_pylist()] if "key" in table.column_names
             else _derive_keys(urls[columns[0]]))
     return keys, urls
 
 
 def read_manifest(url: str) -> pa.Table:
-    """A pairs manifest -> table ``key``, ``image``, ``mask`` (see :func:`read_manifest_columns`); keys unique."""
-    keys, urls = read_manifest_columns(url, ("image", "mask"))
+    """A pairs manifest -> table ``key``, ``image``, ``mask`` (see :func:`read_manifest_columns`); keys unique,
+    every row with a mask (photos without masks train with ``--photos``)."""
+    keys, urls = read_manifest_columns(url, ("image",), optional=("mask",))
+    if "mask" not in urls:
+        raise ValueError(f"manifest {url} has no mask column: a manifest of photos without masks trains with "
+                         "--photos, pairs need a mask column")
+    unmasked = sum(1 for m in urls["mask"] if not m)
+    if unmasked:
+        raise ValueError(f"manifest {url}: {unmasked} row(s) without a mask; photos without masks train with "
+                         "--photos (a manifest of its own)")
     dupes = [k for k, c in Counter(keys).items() if c > 1]
     if dupes:
         raise ValueError(f"manifest {url}: {len(dupes)} duplicate key(s), e.g. {dupes[:3]}; keys must be unique")
@@ -187,27 +206,6 @@ def load_pairs(images: str | None = None, masks: str | None = None, manifest: st
             raise ValueError(f"limit must be >= 0, got {limit}")
         pairs = pairs.slice(0, limit)
     return pairs
-
-
-@dataclass(kw_only=True)
-class ManifestOptions:
-    """The options of `semcolor manifest`."""
-
-    images: str = option(help="URL of the images prefix")
-    masks: str = option(help="URL of the masks prefix, paired with --images by relative key")
-    out: str = option(help="URL of the manifest to write (.parquet, or .csv)")
-
-
-def run_manifest(args: argparse.Namespace) -> int:
-    """`semcolor manifest --images URL --masks URL --out URL`: list, pair, write the manifest once."""
-    pairing = pair_prefixes(args.images, args.masks)
-    if pairing.pairs.num_rows == 0:
-        print(f"no pairs between {args.images} and {args.masks}; nothing written", file=sys.stderr)
-        return 1
-    write_manifest(pairing.pairs, args.out)
-    print(f"wrote {pairing.pairs.num_rows} pairs to {args.out}; orphan images {len(pairing.orphan_images)}, "
-          f"orphan masks {len(pairing.orphan_masks)}, ambiguous {len(pairing.ambiguous)}")
-    return 0
 
 
 # ---------------------------------------------------------------- split

@@ -53,7 +53,8 @@ def random_resized_crop(rgb: Tensor, mask: Tensor, scale: tuple[float, float] = 
 
 def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, crop: int | None = None,
                      generator: torch.Generator | None = None,
-                     resized_crop_scale: tuple[float, float] | None = None) -> dict[str, Tensor]:
+                     resized_crop_scale: tuple[float, float] | None = None,
+                     labelled: Tensor | None = None) -> dict[str, Tensor]:
     """uint8 batches -> model tensors, on the inputs' device.
 
     In: ``rgb`` uint8 (B, H, W, 3); ``mask`` uint8 (B, H, W).
@@ -63,6 +64,8 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
     ``train``: each sample is flipped horizontally with probability 1/2, with ``resized_crop_scale`` first cut to
     a random resized crop (:func:`random_resized_crop`) and, with ``crop``, cropped at a random place (image and
     mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
+    ``labelled`` bool (B,): rows without a mask (photos) get :data:`IGNORE_INDEX` everywhere in ``target``, so they
+    count in the color loss only; None = every row has a mask.
     """
     if rgb.dtype != torch.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb must be uint8 (B, H, W, 3); got {rgb.dtype} {tuple(rgb.shape)}")
@@ -98,4 +101,9 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
         if bool(invalid.any()):
             bad = sorted(set(target[invalid].unique().tolist()))
             raise ValueError(f"mask values {bad[:10]} are neither class ids 0..{n_classes - 1} nor {IGNORE_INDEX} (ignore)")
+    if labelled is not None:
+        if tuple(labelled.shape) != (batch,):
+            raise ValueError(f"labelled must be (B,) = ({batch},); got {tuple(labelled.shape)}")
+        unlabelled = ~labelled.to(device=target.device, dtype=torch.bool)
+        target = target.masked_fill(unlabelled.view(-1, 1, 1), IGNORE_INDEX)
     return {"l": color.l_to_model(lightness), "ab": ab, "target": target}

@@ -7,7 +7,8 @@ predicted AB is upsampled and merged with the source's own full-resolution L, an
 the source (PSNR peak 255, SSIM data_range 255, colorfulness), per image, then averaged. The gray baseline
 (AB = 0 with the same L) is measured beside it. Grayscale sources are left out of the color metrics and counted.
 Segmentation: the predicted mask, upsampled to full resolution, against the true mask; one confusion matrix over
-all pixels (pixel accuracy, per-class IoU, mIoU).
+all pixels (pixel accuracy, per-class IoU, mIoU), and the boundary IoU of the foreground (contour bands of
+:data:`semcolor.model.metrics.BOUNDARY_TOLERANCE_PX` pixels at full resolution, summed over images).
 
 Pipeline: pairs -> read + decode (Ray tasks, bad files recorded, never raised) -> an actor pool that loads the
 checkpoint once per actor and turns each batch into partial accumulators (a confusion matrix and two color sums)
@@ -37,7 +38,7 @@ from semcolor.core.decode import (
 from semcolor.core.figures import figure_png
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.evaluation.config import EvaluateConfig
-from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator, json_safe
+from semcolor.model.metrics import BoundaryAccumulator, ColorAccumulator, SegmentationAccumulator, json_safe
 from semcolor.options import config_from_args
 from semcolor.ray_env import storage_env
 
@@ -104,7 +105,8 @@ def predict_full_resolution(colorizer, rgbs: list[np.ndarray], vividness: float 
 class MetricsActor:
     """Ray Data actor: loads the checkpoint once; each batch of decoded pairs -> one row of partial accumulators.
 
-    Out columns (one row per batch): ``seg`` float64 (n_classes^2,) confusion counts, ``color`` and ``gray``
+    Out columns (one row per batch): ``seg`` float64 (n_classes^2,) confusion counts, ``boundary`` float64
+    (2 (n_classes - 1),) boundary-band intersections and unions, ``color`` and ``gray``
     float64 (7,) ColorAccumulator tensors (model and AB = 0 baseline), ``images`` int (good rows), ``bad`` str
     (JSON list of ``{key, kind, reason}``), ``mask_resized`` int.
     """
@@ -122,17 +124,21 @@ class MetricsActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         seg, col, gray = SegmentationAccumulator(self.n_classes), ColorAccumulator(), ColorAccumulator()
+        boundary = BoundaryAccumulator(self.n_classes)
         good = [i for i, status in enumerate(batch["status"]) if status == OK]
         if good:
             rgbs = [np.asarray(batch["rgb"][i]) for i in good]
             for i, rgb, out in zip(good, rgbs, predict_full_resolution(self.colorizer, rgbs, self.vividness)):
-                seg.update(out["mask"][None], target_classes(np.asarray(batch["mask"][i]), self.n_classes)[None])
+                truth = target_classes(np.asarray(batch["mask"][i]), self.n_classes)
+                seg.update(out["mask"][None], truth[None])
+                boundary.update(out["mask"], truth)
                 col.update(out["pred"], rgb)
                 gray.update(out["gray"], rgb)
         bad = [{"key": str(k), "kind": str(kind), "reason": str(r)}
                for k, status, kind, r in zip(batch["key"], batch["status"], batch["kind"], batch["reason"])
                if status != OK]
-        return {"seg": seg.to_tensor().numpy()[None], "color": col.to_tensor().numpy()[None],
+        return {"seg": seg.to_tensor().numpy()[None], "boundary": boundary.to_tensor().numpy()[None],
+                "color": col.to_tensor().numpy()[None],
                 "gray": gray.to_tensor().numpy()[None], "images": np.array([len(good)]),
                 "bad": np.array([json.dumps(bad)], dtype=object),
                 "mask_resized": np.array([int(np.sum(batch["mask_resized"]))])}
@@ -235,10 +241,12 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
 
     n = model_config.n_classes
     seg, col, gray = SegmentationAccumulator(n), ColorAccumulator(), ColorAccumulator()
+    boundary = BoundaryAccumulator(n)
     bad: list[dict[str, str]] = []
     images_done = mask_resized = 0
     for row in partials:
         seg = seg + SegmentationAccumulator.from_tensor(n, _tensor(row["seg"]))
+        boundary = boundary + BoundaryAccumulator.from_tensor(n, _tensor(row["boundary"]))
         col = col + ColorAccumulator.from_tensor(_tensor(row["color"]))
         gray = gray + ColorAccumulator.from_tensor(_tensor(row["gray"]))
         images_done += int(row["images"])
@@ -250,10 +258,12 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "checkpoint": checkpoint, "arch": model_config.arch, "n_classes": n, "model_size": model_size,
         "color_head": model_config.color_head, "seg_to_color": model_config.seg_to_color,
+        "seg_stride": model_config.seg_stride,
         "vividness": config.vividness if model_config.color_head == "bins" else None, "refine": config.refine,
         "protocol": "predict at model size; AB upsampled and merged with the source's full-resolution L; "
                     "RGB uint8 vs the source, per image then averaged; masks at full resolution",
         "pixel_accuracy": seg_result["pixel_accuracy"], "iou": seg_result["iou"], "miou": seg_result["miou"],
+        **boundary.result(),
         **{k: col_result[k] for k in ("mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true",
                                       "colorfulness_ratio")},
         "gray_baseline": {"mse": gray_result["mse"], "psnr": gray_result["psnr"], "ssim": gray_result["ssim"],
@@ -285,7 +295,8 @@ def _tensor(values):
 def summary_line(metrics: dict[str, Any], out: str) -> str:
     """One line: segmentation and color metrics beside the gray baseline, and the counts."""
     g, c = metrics["gray_baseline"], metrics["counts"]
-    return (f"semcolor evaluate: mIoU {metrics['miou']:.3f} (pixel acc {metrics['pixel_accuracy']:.3f}); PSNR "
+    return (f"semcolor evaluate: mIoU {metrics['miou']:.3f} (pixel acc {metrics['pixel_accuracy']:.3f}, boundary IoU "
+            f"{metrics['boundary_iou']:.3f} at {metrics['boundary_tolerance_px']} px); PSNR "
             f"{metrics['psnr']:.2f} dB vs gray {g['psnr']:.2f}; SSIM {metrics['ssim']:.3f} vs gray {g['ssim']:.3f}; "
             f"colorfulness {metrics['colorfulness_pred']:.1f} (truth {metrics['colorfulness_true']:.1f}); "
             f"{c['evaluated']} images, {c['skipped_gray']} gray sources left out of color, {c['bad']} bad files; "

@@ -11,8 +11,12 @@ from semcolor.options import option
 
 ARCHS = ("resnet34", "unet")
 COLOR_HEADS = ("regression", "bins")
+SEG_STRIDES = (4, 2, 1)
+"""Where the segmentation head predicts, as the input's stride: 4 = the decoder's 1/4 resolution (the heads of
+version-2 models), 2 = one more decoder stage fed by the encoder's stride-2 features, 1 = and one more at full
+resolution fed by the L image itself (see :class:`semcolor.model.decoders.MaskRefiner`)."""
 GAMUT_BINS = 261
-"""In-gamut AB bins at grid 10 (``len(semcolor.model.color_bins.gamut_bins())``, checked by a test)."""
+"""In-gamut AB bins at grid 10 (``len(semcolor.core.ab_grid.gamut_bins())``, checked by a test)."""
 
 
 VIVIDNESS_RANGE = (0.0, 1.0)
@@ -75,7 +79,10 @@ class ModelConfig:
     """The color head also sees the segmentation head's probabilities (the segmentation -> color link)."""
     rebalance: float = 0.8
     """The bins head's rebalancing mix: its loss weighs targets by it, its decoding undoes or redoes those weights."""
-    version: int = 2
+    seg_stride: int = 4
+    """Stride of the segmentation logits (one of :data:`SEG_STRIDES`): 4 = the decoder's 1/4 resolution, 2 = half,
+    1 = full resolution (finer masks that can follow an edge)."""
+    version: int = 3
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -93,6 +100,8 @@ class ModelConfig:
             raise ValueError(f"the bins color head needs n_bins >= 2; got {self.n_bins}")
         if not 0.0 < self.rebalance <= 1.0:
             raise ValueError(f"rebalance must be in (0, 1] (1 = no rebalancing); got {self.rebalance}")
+        if self.seg_stride not in SEG_STRIDES:
+            raise ValueError(f"Wrong seg_stride {self.seg_stride!r}; supported: {list(SEG_STRIDES)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,11 +116,15 @@ class ModelConfig:
             raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
         if d.get("version", 1) < 2:  # version 1 checkpoints predate the bins head: they regress AB
             d = {**d, "color_head": "regression"}
+        if d.get("version", 1) < 3:  # versions 1-2 predate the finer mask: segmentation at 1/4
+            d = {**d, "seg_stride": 4}
         return cls(**d)
 
 
 COLOR_MASKS = ("all", "foreground")
 COLOR_LOSSES = ("mse", "l1", "huber")
+MASK_LOSSES = ("none", "dice", "lovasz")
+"""Region terms beside the segmentation cross-entropy (:mod:`semcolor.model.mask_losses`)."""
 
 
 @dataclass
@@ -125,8 +138,16 @@ class LossConfig:
     color_weight: float = 1.0
     color_mask: str = "all"
     color_loss: str = "mse"
+    mask_loss: str = "none"
+    """A region term beside the segmentation cross-entropy: ``dice`` or ``lovasz`` (scored per image), or none."""
+    mask_loss_weight: float = 1.0
+    """Its weight, relative to the cross-entropy's (both inside ``seg_weight``)."""
 
     def __post_init__(self) -> None:
+        if self.mask_loss not in MASK_LOSSES:
+            raise ValueError(f"Wrong mask_loss {self.mask_loss!r}; supported: {list(MASK_LOSSES)}")
+        if self.mask_loss_weight < 0:
+            raise ValueError(f"mask_loss_weight must be >= 0; got {self.mask_loss_weight}")
         if self.color_mask not in COLOR_MASKS:
             raise ValueError(f"Wrong color_mask {self.color_mask!r}; supported: {list(COLOR_MASKS)}")
         if self.color_loss not in COLOR_LOSSES:

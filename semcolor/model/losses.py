@@ -1,5 +1,9 @@
-"""Multi-task loss: cross-entropy on the segmentation + a (masked) color loss, computed by the model's color head
-(MSE-like on AB for the regression head, rebalanced soft-target cross-entropy over AB bins for the bins head)."""
+"""Multi-task loss: cross-entropy on the segmentation (with an optional region term, Dice or Lovasz-softmax) + a
+(masked) color loss, computed by the model's color head (MSE-like on AB for the regression head, rebalanced
+soft-target cross-entropy over AB bins for the bins head).
+
+Pixels labelled 255 (ignore) count in no segmentation term but in the color term: a photo without a mask (all 255)
+teaches color only."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from torch import Tensor
 from semcolor.core.decode import IGNORE_INDEX
 from semcolor.model.config import LossConfig
 from semcolor.model.heads import BinnedColorHead, RegressionColorHead
+from semcolor.model.mask_losses import masked_cross_entropy, region_loss
 
 
 def multitask_loss(
@@ -24,10 +29,9 @@ def multitask_loss(
     if seg_logits.shape[-2:] != target.shape[-2:] or ab_target.shape[-2:] != target.shape[-2:]:
         raise ValueError(f"shape mismatch: seg {tuple(seg_logits.shape)}, target {tuple(target.shape)}, "
                          f"ab {tuple(ab_target.shape)}")
-    if (target != IGNORE_INDEX).any():
-        seg = F.cross_entropy(seg_logits.float(), target, ignore_index=IGNORE_INDEX)
-    else:  # nothing labelled: a zero that keeps the graph connected
-        seg = seg_logits.float().sum() * 0.0
+    seg = masked_cross_entropy(seg_logits, target)
+    if config.mask_loss != "none" and config.mask_loss_weight > 0:
+        seg = seg + config.mask_loss_weight * region_loss(config.mask_loss, seg_logits, target)
     per_pixel = color_head.pixel_loss(color_raw, ab_target, kind=config.color_loss)
     if config.color_mask == "foreground":
         weight = ((target > 0) & (target != IGNORE_INDEX)).float()[:, None]

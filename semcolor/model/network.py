@@ -5,9 +5,12 @@ Input: L / 100 in [0, 1], shape (B, 1, H, W), any H and W (padded to a multiple 
 resolution (B, K, H'/4, W'/4) of the padded size (K = 2 tanh AB for the regression head, Q bin logits for the bins
 head); ``infer`` -> ``seg_logits`` and ``ab`` (B, 2, H, W) in LAB units, decoded at the vividness asked for.
 
-Both heads run at 1/4 of the input resolution (where the decoder ends); mask logits and decoded AB are bilinearly
-upsampled: chroma and mask logits are smooth, full-resolution heads cost a third of the FLOPs for no gain. With
-``seg_to_color`` the color head also sees the segmentation probabilities (the reference's segmentation -> color idea).
+The color head runs at 1/4 of the input resolution (where the shared decoder ends) and its decoded AB is bilinearly
+upsampled: chroma is smooth, and a full-resolution color head would cost a third of the FLOPs for no gain. The
+segmentation head runs at ``config.seg_stride``: at 1/4 like the color head (version-2 models), or after a light
+mask branch (:class:`semcolor.model.decoders.MaskRefiner`) at 1/2 (the encoder's stride-2 features) or at full
+resolution (the L image itself), so that a mask can follow an edge; its logits are upsampled to the input's size.
+With ``seg_to_color`` the color head also sees the segmentation probabilities (pooled to its 1/4 resolution).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semcolor.model import color_bins
+from semcolor.core import ab_grid
 from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
-from semcolor.model.decoders import TransposedDecoder, UNetDecoder
+from semcolor.model.decoders import MaskRefiner, TransposedDecoder, UNetDecoder
 from semcolor.model.encoder import ResNet34Encoder
 from semcolor.model.heads import BinnedColorHead, Head, RegressionColorHead
 
@@ -31,7 +34,9 @@ _L_STD = 0.226
 def _upsample_crop(x: Tensor, h: int, w: int) -> Tensor:
     """Decoder-resolution maps (B, K, h', w') of the padded input -> (B, K, h, w): bilinear to the padded size, crop."""
     size = (h + (-h) % ENCODER_STRIDE, w + (-w) % ENCODER_STRIDE)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[..., :h, :w]
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x[..., :h, :w]
 
 
 class SegColorModel(nn.Module):
@@ -42,7 +47,10 @@ class SegColorModel(nn.Module):
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
-        self.seg_head = Head(decoder.out_channels, config.n_classes)
+        self.mask_refiner = (MaskRefiner(decoder.out_channels, encoder.out_channels[0], config.seg_stride)
+                             if config.seg_stride < 4 else None)
+        seg_in = decoder.out_channels if self.mask_refiner is None else self.mask_refiner.out_channels
+        self.seg_head = Head(seg_in, config.n_classes)
         color_in = decoder.out_channels + (config.n_classes if config.seg_to_color else 0)
         self.color_head: RegressionColorHead | BinnedColorHead = (
             BinnedColorHead(color_in, config.n_bins, config.rebalance) if config.color_head == "bins"
@@ -58,10 +66,17 @@ class SegColorModel(nn.Module):
         if ph or pw:
             mode = "reflect" if h > ph and w > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        features = self.decoder(self.encoder(x))
-        seg_low = self.seg_head(features)
+        encoded = self.encoder(x)
+        features = self.decoder(encoded)
+        if self.mask_refiner is None:
+            seg_low = self.seg_head(features)
+        else:
+            seg_low = self.seg_head(self.mask_refiner(features, encoded[0], x))
         if self.config.seg_to_color:
-            features = torch.cat([features, seg_low.float().softmax(dim=1).to(features.dtype)], dim=1)
+            probs = seg_low.float().softmax(dim=1).to(features.dtype)
+            if self.mask_refiner is not None:  # the padded size is a multiple of 32: pooling is exact
+                probs = F.avg_pool2d(probs, kernel_size=4 // self.config.seg_stride)
+            features = torch.cat([features, probs], dim=1)
         return _upsample_crop(seg_low, h, w), self.color_head(features)
 
     def decode_ab(self, color_raw: Tensor, h: int, w: int, vividness: float | Tensor) -> Tensor:
@@ -97,9 +112,9 @@ def build_model(config: ModelConfig) -> SegColorModel:
     """Build the architecture named by ``config.arch`` and load ``config.pretrained`` encoder weights if set; a bins
     color head starts with the in-gamut bins and a uniform prior."""
     model: SegColorModel = SegColorNet(config) if config.arch == "resnet34" else SegColorUNet(config)
-    if isinstance(model.color_head, BinnedColorHead) and config.n_bins == len(color_bins.gamut_bins()):
+    if isinstance(model.color_head, BinnedColorHead) and config.n_bins == len(ab_grid.gamut_bins()):
         # in-gamut bins and a uniform prior until training sets its data's prior (or a checkpoint loads its own)
-        model.color_head.set_color_space(color_bins.gamut_bins(), torch.full((config.n_bins,), 1.0 / config.n_bins))
+        model.color_head.set_color_space(ab_grid.gamut_bins(), torch.full((config.n_bins,), 1.0 / config.n_bins))
     if config.pretrained:
         from semcolor.model.weights import load_encoder_weights
 

@@ -11,6 +11,8 @@ from semcolor.model.config import (
     COLOR_HEADS,
     COLOR_LOSSES,
     COLOR_MASKS,
+    MASK_LOSSES,
+    SEG_STRIDES,
     LossConfig,
     ModelConfig,
 )
@@ -32,6 +34,12 @@ class TrainConfig:
     images: str | None = images_option()
     masks: str | None = masks_option()
     manifest: str | None = manifest_option()
+    photos: list[str] | None = option(None, help="colour photos without masks (a prefix, or a manifest whose mask "
+                                      "column is empty; repeatable): they join the training stream and teach "
+                                      "colour only (their pixels count in the colour loss and in the AB prior, never "
+                                      "in the segmentation loss); each batch holds --photos-share of them")
+    photos_share: float = option(0.5, help="with --photos: the share of each batch (of --batch-size per worker) "
+                                 "that is photos without masks; an epoch is one pass over the labelled pairs")
     arch: str = option("unet", choices=ARCHS, help="network: unet (skip connections) or resnet34 (the reference's "
                        "transposed-conv decoder)")
     n_classes: int = option(2, help="segmentation classes: 2 = binary masks (value > 127 is foreground); more = "
@@ -62,6 +70,14 @@ class TrainConfig:
     seg_to_color: bool = option(False, help="feed the segmentation probabilities to the color head (the "
                                 "segmentation -> color link)")
     color_loss: str = option("mse", choices=COLOR_LOSSES, help="regression head: its loss on AB")
+    seg_stride: int = option(4, choices=SEG_STRIDES, help="stride of the segmentation logits: 4 = at the decoder's "
+                             "1/4 resolution with the color head, 2 = one more light stage on the encoder's "
+                             "stride-2 features, 1 = and one at full resolution on the L image (masks that follow "
+                             "edges)")
+    mask_loss: str = option("none", choices=MASK_LOSSES, help="a region term beside the segmentation "
+                            "cross-entropy, scored per image: dice, or lovasz (Lovasz-softmax, a surrogate of the "
+                            "IoU), or none")
+    mask_loss_weight: float = option(1.0, help="weight of --mask-loss relative to the cross-entropy")
     workers: int | str = option(1, help="Ray Train workers (data-parallel DDP): N, or MIN:MAX for elastic training "
                                 "(starts with as many as the cluster holds, at least MIN; a lost node shrinks the "
                                 "group, a node added grows it, each time from the last checkpoint). The batch per "
@@ -98,6 +114,14 @@ class TrainConfig:
     augment: bool = option(True, help="training augmentation: random resized crops (50-100 %% of the area, aspect "
                            "3:4 to 4:3, resized back: scale jitter) and horizontal flips, the same for image and "
                            "mask; --no-augment trains on the images as they are")
+    start_timeout: float = option(10.0, help="minutes the run may wait for room for its workers (workers x "
+                                  "--cpus-per-worker / --gpus-per-worker; MIN workers when elastic). A request the "
+                                  "cluster can never hold (no autoscaler) is refused at once; one that could fit later "
+                                  "(CPUs held by other work, nodes an autoscaler may add) waits, with a progress line "
+                                  "every 30 s, before any data is read; past this it stops in one line (exit 2). Ray "
+                                  "Train's own attempts to start the worker group (RAY_TRAIN_WORKER_GROUP_START_"
+                                  "TIMEOUT_S each, 60 s by default), at the start and after a failure or resize, are "
+                                  "bounded to about as long over the run")
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -106,6 +130,19 @@ class TrainConfig:
             raise ValueError("give both images and masks (two prefixes), or a manifest, or neither (synthetic data)")
         if self.manifest is not None and self.images is not None:
             raise ValueError("give either manifest or images + masks, not both")
+        if self.photos is not None:
+            if isinstance(self.photos, str):
+                self.photos = [self.photos]
+            self.photos = [str(p) for p in self.photos]
+            if not self.photos or any(not p for p in self.photos):
+                raise ValueError(f"--photos needs a URL (a prefix or a manifest); got {self.photos!r}")
+            if not 0.0 < self.photos_share < 1.0:
+                raise ValueError(f"photos_share must be in (0, 1) (some pairs and some photos in each batch); got "
+                                 f"{self.photos_share}")
+            if min(self.photo_batch, self.batch_size - self.photo_batch) < 1:
+                raise ValueError(f"photos_share {self.photos_share} of a batch of {self.batch_size} leaves "
+                                 f"{self.photo_batch} photos and {self.batch_size - self.photo_batch} pairs per batch;"
+                                 " need at least one of each (raise --batch-size or change --photos-share)")
         self.workers = self._normalized_workers(self.workers)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "size": self.size,
                     "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}
@@ -145,6 +182,16 @@ class TrainConfig:
         return parsed[0] if parsed[0] == parsed[1] else f"{parsed[0]}:{parsed[1]}"
 
     @property
+    def photo_batch(self) -> int:
+        """Photos without masks per batch per worker: ``round(photos_share x batch_size)``; 0 without --photos."""
+        return int(round(self.photos_share * self.batch_size)) if self.photos else 0
+
+    @property
+    def pair_batch(self) -> int:
+        """Labelled pairs per batch per worker (the rest of ``batch_size``)."""
+        return self.batch_size - self.photo_batch
+
+    @property
     def worker_range(self) -> tuple[int, int]:
         """(MIN, MAX) workers; MIN = MAX for a fixed group."""
         parsed = parse_count_range(self.workers, "workers")
@@ -157,14 +204,16 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained,
-                           color_head=self.color_head, seg_to_color=self.seg_to_color, rebalance=self.rebalance)
+                           color_head=self.color_head, seg_to_color=self.seg_to_color, rebalance=self.rebalance,
+                           seg_stride=self.seg_stride)
 
     def loss_config(self) -> LossConfig:
         color_weight = self.color_weight
         if color_weight is None:
             color_weight = BINS_COLOR_WEIGHT if self.color_head == "bins" else 1.0
         return LossConfig(seg_weight=self.seg_weight, color_weight=color_weight, color_mask=self.color_mask,
-                          color_loss=self.color_loss)
+                          color_loss=self.color_loss, mask_loss=self.mask_loss,
+                          mask_loss_weight=self.mask_loss_weight)
 
     @property
     def has_data(self) -> bool:

@@ -37,6 +37,7 @@ from semcolor.ray_env import (
 )
 from semcolor.train.config import TrainConfig
 from semcolor.train.loop import STATE_NAME, train_loop_per_worker
+from semcolor.train.preflight import require_room, start_errors, start_retries
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "run_train"]
 
@@ -98,10 +99,11 @@ def _data_source(config: TrainConfig, run_dir: str) -> tuple[str | None, str | N
     return storage.join(root, "images"), storage.join(root, "masks"), None
 
 
-def _datasets(config: TrainConfig, run_dir: str) -> tuple[Any, Any, dict[str, int]]:
-    """(train, val) materialized Ray datasets with columns rgb, mask, and data counts; writes data_report.json."""
+def _datasets(config: TrainConfig, run_dir: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Materialized Ray datasets ``train`` and ``val`` (columns rgb, mask) and, with --photos, ``photos`` (column
+    rgb), and data counts; writes data_report.json."""
     from semcolor.data.pairs import load_pairs, split_pairs
-    from semcolor.data.pipeline import load_dataset
+    from semcolor.data.pipeline import load_dataset, load_photo_dataset
 
     images, masks, manifest = _data_source(config, run_dir)
     pairs = load_pairs(images, masks, manifest, limit=config.limit)
@@ -111,26 +113,36 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[Any, Any, dict[str, in
     if train_pairs.num_rows == 0 or val_pairs.num_rows == 0:
         raise ValueError(f"the split of {pairs.num_rows} pairs at val_fraction={config.val_fraction} left "
                          f"{train_pairs.num_rows} to train and {val_pairs.num_rows} to validate; use more pairs")
+    photos = None
+    if config.photos:  # listed before any decoding: a bad --photos URL ends the run here, in one line
+        from semcolor.data.photos import load_photos
+
+        photos = load_photos(config.photos)
     train_ds, train_report = load_dataset(train_pairs, config.size)
     # In key order: every worker (and a single process) sees the same batches in the same order.
     val_ds, val_report = load_dataset(val_pairs.sort_by("key"), config.size, preserve_order=True)
-    train_ds = train_ds.select_columns(["rgb", "mask"]).materialize()
-    val_ds = val_ds.select_columns(["rgb", "mask"]).materialize()
-    for ds in (train_ds, val_ds):  # epochs print one line each (the loop's); no bar per worker and iteration
-        ds.context.enable_progress_bars = False
+    datasets = {"train": train_ds.select_columns(["rgb", "mask"]).materialize(),
+                "val": val_ds.select_columns(["rgb", "mask"]).materialize()}
+    errors = train_report.errors + val_report.errors
     counts = {"pairs": pairs.num_rows, "train": train_report.rows, "val": val_report.rows,
-              "skipped": len(train_report.errors) + len(val_report.errors),
-              "mask_resized": train_report.mask_resized + val_report.mask_resized}
-    report = {"counts": counts, "errors": train_report.errors + val_report.errors,
-              "source": {"images": images, "masks": masks, "manifest": manifest}}
+              "skipped": len(errors), "mask_resized": train_report.mask_resized + val_report.mask_resized}
+    if photos is not None:
+        photos_ds, photos_report = load_photo_dataset(photos, config.size)
+        datasets["photos"] = photos_ds.select_columns(["rgb"]).materialize()
+        errors += photos_report.errors
+        counts.update(photos=photos_report.rows, skipped=len(errors))
+    for ds in datasets.values():  # epochs print one line each (the loop's); no bar per worker and iteration
+        ds.context.enable_progress_bars = False
+    report = {"counts": counts, "errors": errors,
+              "source": {"images": images, "masks": masks, "manifest": manifest, "photos": config.photos}}
     storage.write_text(storage.join(run_dir, "data_report.json"), json.dumps(report, indent=1))
     log.info("data: %s", counts)
-    return train_ds, val_ds, counts
+    return datasets, counts
 
 
-def _ab_prior(config: TrainConfig, train_ds: Any, run_dir: str) -> list[float] | None:
-    """The smoothed AB prior (Q,) of the training split over the bins head's in-gamut bins (None for the
-    regression head).
+def _ab_prior(config: TrainConfig, datasets: dict[str, Any], run_dir: str) -> list[float] | None:
+    """The smoothed AB prior (Q,) of the training split and the photos without masks over the bins head's in-gamut
+    bins (None for the regression head).
 
     Counted by a Ray Data pass over the decoded training rows (at training size); the counts are written to
     ``RUN_DIR/ab_prior.json``. A resumed run restores its prior from its checkpoint and does not use this one.
@@ -139,15 +151,16 @@ def _ab_prior(config: TrainConfig, train_ds: Any, run_dir: str) -> list[float] |
         return None
     import torch
 
+    from semcolor.core import ab_grid
     from semcolor.data.color_prior import ab_counts
     from semcolor.model import color_bins
 
     start = time.perf_counter()
-    bins = color_bins.gamut_bins()
-    counts = ab_counts(train_ds, bins)
+    bins = ab_grid.gamut_bins()
+    counts = sum(ab_counts(datasets[name], bins) for name in ("train", "photos") if name in datasets)
     prior = color_bins.smooth_prior(torch.from_numpy(counts), bins)
     storage.write_text(storage.join(run_dir, "ab_prior.json"), json.dumps(
-        {"grid": color_bins.GRID, "bins": bins.tolist(), "counts": counts.tolist(), "prior": prior.tolist()}))
+        {"grid": ab_grid.GRID, "bins": bins.tolist(), "counts": counts.tolist(), "prior": prior.tolist()}))
     log.info("AB prior: %d pixels over %d bins (%d empty before smoothing) in %.1f s", int(counts.sum()), len(bins),
              int((counts == 0).sum()), time.perf_counter() - start)
     return prior.float().tolist()
@@ -177,6 +190,7 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
     )
     from ray.train.torch import TorchTrainer
 
+    split = [name for name in ("train", "photos") if name in datasets]  # every worker validates on all of val
     storage_path, filesystem = _storage_for_ray(config)
     env = storage_env([config.storage, config.images, config.masks, config.manifest])
     resources = {"CPU": config.cpus_per_worker}
@@ -189,14 +203,15 @@ def _trainer(config: TrainConfig, name: str, run_dir: str, datasets: dict[str, A
         scaling_config=_scaling(config, resources),
         run_config=RunConfig(
             name=name, storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=config.max_failures),
+            failure_config=FailureConfig(max_failures=config.max_failures,
+                                         controller_failure_limit=start_retries(config)),  # not forever
             logging_config=LoggingConfig(log_level="WARNING"),  # Ray Train's own INFO lines; the loop's still print
             worker_runtime_env={"env_vars": env} if env else None,
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep, checkpoint_score_attribute=SCORE_METRIC,
                                                checkpoint_score_order="max"),
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=split),
     )
 
 
@@ -266,18 +281,20 @@ def fit(config: TrainConfig, train_loop: Callable[[dict[str, Any]], None] = trai
     run_dir = _run_dir(config, name)
     storage.makedirs(run_dir)
     log.info("run %s in %s (rerun with --name %s to resume)", name, run_dir, name)
-    train_ds, val_ds, counts = _datasets(config, run_dir)
+    datasets, counts = _datasets(config, run_dir)
     most = config.worker_range[1]
-    rows_per_worker = counts["train"] // most
-    if rows_per_worker < config.batch_size:
-        raise ValueError(f"{counts['train']} training pairs over {most} workers is {rows_per_worker} per "
-                         f"worker, less than one batch of {config.batch_size}; lower --batch-size or --workers")
-    ab_prior = _ab_prior(config, train_ds, run_dir)
+    for what, rows, batch in (("training pairs", counts["train"], config.pair_batch),
+                              ("photos without masks", counts.get("photos", 0), config.photo_batch)):
+        if batch and rows // most < batch:
+            raise ValueError(f"{rows} {what} over {most} workers is {rows // most} per worker, less than the "
+                             f"{batch} of them each batch holds; lower --batch-size or --workers"
+                             + (" or change --photos-share" if config.photos else ""))
+    ab_prior = _ab_prior(config, datasets, run_dir)
     # The budget counts training time: it starts once the data is decoded, as the trainer starts.
     deadline = time.time() + 60.0 * config.time_budget if config.time_budget else None
-    trainer = _trainer(config, name, run_dir, {"train": train_ds, "val": val_ds}, counts["train"], deadline,
-                       train_loop, ab_prior)
-    result = trainer.fit()
+    trainer = _trainer(config, name, run_dir, datasets, counts["train"], deadline, train_loop, ab_prior)
+    with start_errors(config):  # Ray Train giving up on starting the workers: one line
+        result = trainer.fit()
     out = _finish(result, config, name, run_dir, counts)
     log.info("%s", out.summary)
     return out
@@ -290,6 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"--images": config.images, "--masks": config.masks, "--manifest": config.manifest,
                           "--storage": config.storage}, args.shared_path)
+    require_room(config)  # before any data: refuse what never fits, wait (bounded) for what could
     require_cuda_where_gpus("--gpus-per-worker", config.gpus_per_worker)
     result = fit(config)
     print(result.summary, flush=True)

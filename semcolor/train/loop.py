@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -101,7 +102,7 @@ def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], dic
     with checkpoint.as_directory() as folder:
         saved, _ = ckpt.load_config(folder)
         wanted = config.model_config()
-        keys = ("arch", "n_classes", "color_head", "seg_to_color")
+        keys = ("arch", "n_classes", "color_head", "seg_to_color", "seg_stride")
         have, want = ({k: getattr(c, k) for k in keys} for c in (saved, wanted))
         if have != want:
             raise ValueError(f"the run's checkpoint {checkpoint.path} has {have}, but this run asks for {want}; use "
@@ -133,6 +134,38 @@ def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.opt
             json.dump(state, f, indent=1)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                          checkpoint_dir_name=f"checkpoint_epoch{state['epoch']:04d}")
+
+
+def cycle_batches(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int, seed: int
+                  ) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of ``batch_size`` rows of a worker's shard (photos without masks): pass after pass, each
+    reshuffled, whole batches only. Every worker takes the same number per step from equal shards, so all of them
+    start a new pass together (as a split Ray dataset requires)."""
+    passes = 0
+    while True:
+        yielded = False
+        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
+                                              local_shuffle_buffer_size=shuffle_buffer,
+                                              local_shuffle_seed=seed + passes):
+            yielded = True
+            yield batch
+        if not yielded:
+            raise RuntimeError(f"a worker's photo shard holds fewer than {batch_size} rows")
+        passes += 1
+
+
+def with_photos(pairs: dict[str, torch.Tensor], photos: dict[str, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A batch of pairs (``rgb`` uint8 (P, S, S, 3), ``mask`` uint8 (P, S, S)) and of photos without masks
+    (``rgb`` (F, S, S, 3), or None) -> (rgb (P + F, S, S, 3), mask (P + F, S, S) with zeros for the photos,
+    labelled bool (P + F,) True for the pairs; None without photos)."""
+    if photos is None:
+        return pairs["rgb"], pairs["mask"], None
+    rgb = torch.cat([pairs["rgb"], photos["rgb"]])
+    n_pairs, n_photos = len(pairs["rgb"]), len(photos["rgb"])
+    mask = torch.cat([pairs["mask"], pairs["mask"].new_zeros((n_photos, *pairs["mask"].shape[1:]))])
+    labelled = torch.cat([torch.ones(n_pairs, dtype=torch.bool), torch.zeros(n_photos, dtype=torch.bool)])
+    return rgb, mask, labelled.to(rgb.device)
 
 
 def _mean_over_workers(seconds: dict[str, float]) -> dict[str, float]:
@@ -183,7 +216,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = TrainConfig.from_dict(loop_config["train"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    steps_per_epoch = loop_config["train_rows"] // world // config.batch_size  # equal shards, whole batches
+    steps_per_epoch = loop_config["train_rows"] // world // config.pair_batch  # equal shards, whole batches
     torch.set_num_threads(max(1, int(round(config.cpus_per_worker))))
     torch.manual_seed(config.seed)
     device = ray.train.torch.get_device()
@@ -222,6 +255,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     inner = getattr(model, "module", model)
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
+    photo_batches = (cycle_batches(ray.train.get_dataset_shard("photos"), config.photo_batch, device,
+                                   config.shuffle_buffer, config.seed + 7919 * rank)
+                     if config.photo_batch else None)
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
 
     if state["epoch"] + 1 >= config.epochs and rank == 0:
@@ -233,13 +269,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         sums = torch.zeros(4, dtype=torch.float64)  # total, seg, color (x images), images
         start, steps = time.perf_counter(), 0
         clock.start()
-        for batch in train_shard.iter_torch_batches(batch_size=config.batch_size, drop_last=True, device=device,
+        for batch in train_shard.iter_torch_batches(batch_size=config.pair_batch, drop_last=True, device=device,
                                                     local_shuffle_buffer_size=config.shuffle_buffer,
                                                     local_shuffle_seed=config.seed + epoch):
+            rgb, mask, labelled = with_photos(batch, next(photo_batches) if photo_batches else None)
             clock.lap("data_wait")
-            inputs = preprocess_batch(batch["rgb"], batch["mask"], config.n_classes, train=config.augment,
-                                      generator=generator,
-                                      resized_crop_scale=RESIZED_CROP_SCALE if config.augment else None)
+            inputs = preprocess_batch(rgb, mask, config.n_classes, train=config.augment, generator=generator,
+                                      resized_crop_scale=RESIZED_CROP_SCALE if config.augment else None,
+                                      labelled=labelled)
             x = inputs["l"].contiguous(memory_format=torch.channels_last) if channels_last else inputs["l"]
             clock.lap("preprocess")
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
