@@ -12,10 +12,10 @@ from PIL import Image
 
 from semcolor.model.checkpoint import save
 from semcolor.model.config import ModelConfig
-from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator
+from semcolor.model.metrics import BoundaryAccumulator, ColorAccumulator, SegmentationAccumulator
 from semcolor.model.network import build_model
 
-TOP_KEYS = {"pixel_accuracy", "iou", "miou", "mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true",
+TOP_KEYS = {"pixel_accuracy", "iou", "miou", "boundary_iou", "boundary_tolerance_px", "mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true",
             "colorfulness_ratio", "gray_baseline", "counts", "bad_files", "checkpoint", "model_size", "n_classes"}
 GRAY_KEYS = {"mse", "psnr", "ssim", "colorfulness"}
 COUNT_KEYS = {"pairs", "evaluated", "color_evaluated", "skipped_gray", "bad", "mask_resized"}
@@ -46,7 +46,8 @@ def eval_data(tmp_path_factory) -> dict[str, str]:
             "checkpoint": str(root / "ckpt"), "root": str(root)}
 
 
-def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, ColorAccumulator, ColorAccumulator]:
+def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, ColorAccumulator, ColorAccumulator,
+                                                 BoundaryAccumulator]:
     from semcolor.core.decode import DataError
     from semcolor.data.pairs import load_pairs
     from semcolor.evaluation.job import (
@@ -58,6 +59,7 @@ def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, Colo
 
     colorizer = load_colorizer(data["checkpoint"], device="cpu")
     seg, col, gray = SegmentationAccumulator(2), ColorAccumulator(), ColorAccumulator()
+    boundary = BoundaryAccumulator(2)
     pairs = load_pairs(data["images"], data["masks"])
     for key, image, mask_url in zip(*(pairs[c].to_pylist() for c in ("key", "image", "mask"))):
         try:
@@ -67,9 +69,10 @@ def _single_process(data: dict[str, str]) -> tuple[SegmentationAccumulator, Colo
         rgb, mask = sample.rgb, sample.mask
         out = predict_full_resolution(colorizer, [rgb])[0]
         seg.update(out["mask"][None], target_classes(mask, 2)[None])
+        boundary.update(out["mask"], target_classes(mask, 2))
         col.update(out["pred"], rgb)
         gray.update(out["gray"], rgb)
-    return seg, col, gray
+    return seg, col, gray, boundary
 
 
 @pytest.mark.ray
@@ -88,8 +91,9 @@ def test_evaluate_writes_every_metric_and_a_grid(ray_local, eval_data) -> None:
     assert len(saved["iou"]) == 2 and saved["model_size"] == 32
 
     # Distributed partial accumulators merged on the driver == one process over the same pairs.
-    seg, col, gray = _single_process(eval_data)
+    seg, col, gray, boundary = _single_process(eval_data)
     assert metrics["pixel_accuracy"] == pytest.approx(seg.result()["pixel_accuracy"], abs=1e-3)
+    assert metrics["boundary_iou"] == pytest.approx(boundary.result()["boundary_iou"], abs=1e-3)
     assert metrics["miou"] == pytest.approx(seg.result()["miou"], abs=1e-3)
     for key in ("mse", "psnr", "ssim", "colorfulness_pred", "colorfulness_true"):
         assert metrics[key] == pytest.approx(col.result()[key], rel=1e-3), key

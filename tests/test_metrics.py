@@ -8,6 +8,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from semcolor.model.metrics import (
+    BoundaryAccumulator,
+    boundary_band,
     PSNR_CAP_DB,
     ColorAccumulator,
     SegmentationAccumulator,
@@ -142,3 +144,50 @@ def test_merge_refuses_different_class_counts() -> None:
 def test_to_tensor_is_float64_for_exact_sums() -> None:
     assert SegmentationAccumulator(2).to_tensor().dtype == torch.float64
     assert ColorAccumulator().to_tensor().dtype == torch.float64
+
+
+def _ring(top: int, left: int, side: int, d: int, shape=(48, 48)) -> np.ndarray:
+    """The contour band of a side x side square by slicing: the square minus its inner square d pixels in."""
+    m = np.zeros(shape, bool)
+    m[top:top + side, left:left + side] = True
+    m[top + d:top + side - d, left + d:left + side - d] = False
+    return m
+
+
+def _square(top: int, left: int, side: int, shape=(48, 48)) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[top:top + side, left:left + side] = 1
+    return m
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 7, 30])
+def test_boundary_iou_of_a_shifted_square_is_its_formula(shift: int) -> None:
+    """Truth a 20 px square, prediction the same square `shift` px to the right: boundary IoU at d = 5 equals
+    |ring_t & ring_p| / |ring_t | ring_p| with the rings cut by hand (5 px inside each square's edge)."""
+    acc = BoundaryAccumulator(2, d=5)
+    acc.update(_square(10, 10 + shift, 20, (48, 64)), _square(10, 10, 20, (48, 64)))
+    truth, pred = _ring(10, 10, 20, 5, (48, 64)), _ring(10, 10 + shift, 20, 5, (48, 64))
+    expected = (truth & pred).sum() / (truth | pred).sum()
+    assert acc.result()["boundary_iou"] == pytest.approx(expected)
+    assert (shift == 0) == (acc.result()["boundary_iou"] == 1.0)
+    assert (shift == 30) == (acc.result()["boundary_iou"] == 0.0)  # disjoint bands
+    np.testing.assert_array_equal(boundary_band(_square(10, 10, 20) == 1, 5), _ring(10, 10, 20, 5))
+
+
+def test_boundary_iou_sums_bands_over_images_and_merges_by_sums() -> None:
+    """Two images with different ratios: the dataset's figure divides summed intersections by summed unions (not
+    a mean of ratios); accumulators merged equal one pass; a mask filling the image has no contour."""
+    a_pred, a_true = _square(10, 13, 20), _square(10, 10, 20)
+    b_pred, b_true = _square(5, 5, 30), _square(5, 5, 30)
+    one = BoundaryAccumulator(2, d=5)
+    one.update(np.stack([a_pred, b_pred]), np.stack([a_true, b_true]))
+    ta, pa, tb = _ring(10, 10, 20, 5), _ring(10, 13, 20, 5), _ring(5, 5, 30, 5)
+    expected = ((ta & pa).sum() + tb.sum()) / ((ta | pa).sum() + tb.sum())
+    assert one.result()["boundary_iou"] == pytest.approx(expected)
+    assert expected != pytest.approx(((ta & pa).sum() / (ta | pa).sum() + 1.0) / 2)  # not a mean of ratios
+    first, second = BoundaryAccumulator(2, d=5), BoundaryAccumulator(2, d=5)
+    first.update(a_pred, a_true)
+    second.update(b_pred, b_true)
+    merged = BoundaryAccumulator.from_tensor(2, (first + second).to_tensor(), d=5)
+    assert merged.result()["boundary_iou"] == pytest.approx(expected)
+    assert not boundary_band(np.ones((8, 8), bool)).any() and not boundary_band(np.zeros((8, 8), bool)).any()
