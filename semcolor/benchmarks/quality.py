@@ -3,9 +3,10 @@
 Protocol (DESIGN "Quality measures"): ECSSD (``--data``, default beside the checkout), split 80/20 by a hash of
 each key (seed 0, the split `semcolor train` and `semcolor evaluate --val-fraction` use). Each trained row trains
 with Ray Train on the 80 % for the same fixed amount of work: :data:`EPOCHS_BY_SIZE` epochs at its size (the same
-pixels seen at every size: 44 epochs at 96 px, 25 at 128, 16 at 160), 2 workers x 1 CPU, global batch 2 x
-:data:`BATCH`, augmentation on: about 30 minutes on an idle 2-core machine; a fixed amount of work, not a
-wall-clock budget, so that a busy machine gives every row the same training. A row with photos without masks
+pixels seen at every size: 44 epochs at 96 px, 25 at 128, 16 at 160), one worker x 2 CPUs (the training default,
+the fastest layout on one 2-core node: `semcolor bench train`), batch :data:`BATCH`, augmentation on: about 30
+minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock budget, so that a busy machine gives
+every row the same training. A row with photos without masks
 (``--photos-data``, default the shared photos-unlabeled set) holds them at ``photos_share`` of each batch, so an
 epoch (one pass over the pairs) costs 1 / (1 - share) as much and the row trains that many times fewer epochs.
 Then `semcolor evaluate` measures its best checkpoint on the 20 % at the photos' full resolution, with the gray
@@ -45,7 +46,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets
 DEFAULT_PHOTOS = DEFAULT_DATA.parent / "photos-unlabeled" / "images"
 EPOCHS_BY_SIZE = {96: 44, 128: 25, 160: 16}
 """Epochs per training size: about the same pixels seen (epochs x size^2 ~ 0.41 M) and CPU-minutes at each."""
-BATCH = 16
+BATCH = 32
 LR = 2e-3
 VAL_FRACTION = 0.2
 VIVIDNESS = (0.0, 0.35, 0.5, 0.65, 1.0)
@@ -69,12 +70,14 @@ class Row:
         return max(1, round(EPOCHS_BY_SIZE[self.size] * (1.0 - share)))
 
 
-_FINE = {"seg_stride": 1}
+_FINE = {"seg_stride": 1, "mask_loss": "none"}
 _LOVASZ = {**_FINE, "mask_loss": "lovasz"}
 ROWS: tuple[Row, ...] = (
     Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean; "
-        "segmentation at 1/4 (the model before masks that follow edges)", {"color_head": "bins", "seg_stride": 4}),
-    Row("mask-half", "as bins, the mask at 1/2 (a decoder stage on the stride-2 features)", {"seg_stride": 2}),
+        "segmentation at 1/4 (the model before masks that follow edges)",
+        {"color_head": "bins", "seg_stride": 4, "mask_loss": "none"}),
+    Row("mask-half", "as bins, the mask at 1/2 (a decoder stage on the stride-2 features)",
+        {"seg_stride": 2, "mask_loss": "none"}),
     Row("mask-full", "as bins, the mask at full resolution (and a stage on the L image)", _FINE),
     Row("mask-full-lovasz", "as mask-full, plus the Lovasz-softmax term", _LOVASZ),
     Row("size-128", "as mask-full-lovasz at 128 px (25 epochs)", _LOVASZ, size=128),
@@ -163,7 +166,7 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
             raise ValueError(f"row {row.name} trains with photos without masks; pass --photos-data")
         train["photos"] = [photos]
     config = TrainConfig(images=images, masks=masks, arch="unet", size=row.size, epochs=row.epochs,
-                         batch_size=BATCH, lr=LR, workers=2, cpus_per_worker=1.0, val_fraction=VAL_FRACTION,
+                         batch_size=BATCH, lr=LR, workers=1, cpus_per_worker=2.0, val_fraction=VAL_FRACTION,
                          storage=storage.join(work, "runs"),
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
     done = _trained_run(work, row)
@@ -246,7 +249,8 @@ def _protocol(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return portable({"data": str(root), "photos": str(_photos_root(args)), "val_fraction": VAL_FRACTION,
                      "epochs_by_size": {str(k): v for k, v in EPOCHS_BY_SIZE.items()},
                      "photo_rows": "epochs x (1 - photos share): the same images per row",
-                     "batch_per_worker": BATCH, "workers": 2, "lr": LR, "limit": args.limit,
+                     "batch_per_worker": BATCH, "workers": 1, "cpus_per_worker": 2, "lr": LR,
+                     "limit": args.limit,
                      "vividness": list(VIVIDNESS), "default_vividness": DEFAULT_VIVIDNESS,
                      "default_refine": DEFAULT_REFINE,
                      "evaluation": "full resolution on the validation split; gray baseline = AB 0; boundary IoU "
