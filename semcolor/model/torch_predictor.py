@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semcolor.model.config import DEFAULT_VIVIDNESS, ModelConfig
+from semcolor.model.config import DEFAULT_VIVIDNESS, MEMORY_FORMATS, PRECISIONS, ModelConfig
 from semcolor.model.network import SegColorModel
 
 
@@ -19,6 +19,22 @@ def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` runs at for ``precision`` on ``device`` (None: no autocast, fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Wrong precision {precision!r}; supported: {list(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def uses_channels_last(memory_format: str, device: torch.device) -> bool:
+    """Whether ``memory_format`` means channels_last on ``device``."""
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"Wrong memory format {memory_format!r}; supported: {list(MEMORY_FORMATS)}")
+    return device.type == "cuda" if memory_format == "auto" else memory_format == "channels_last"
 
 
 def make_deterministic() -> None:
@@ -47,12 +63,16 @@ def quantize_outputs(seg: torch.Tensor, ab: torch.Tensor, n_classes: int) -> tup
 
 @dataclass
 class TorchPredictor:
-    """A PyTorch model at one resolution on one device; on CUDA with bf16 autocast and channels_last."""
+    """A PyTorch model at one resolution on one device. By default bf16 autocast and channels_last on CUDA, fp32 and
+    contiguous on CPU; both are parameters, so the GPU branch also runs (and is tested) on CPU."""
 
     model: SegColorModel
     config: ModelConfig
     device: torch.device
     size: int
+    autocast: torch.dtype | None = None
+    """The forward's autocast dtype (None: fp32); decoding always runs in fp32."""
+    channels_last: bool = False
 
     @property
     def n_classes(self) -> int:
@@ -65,31 +85,35 @@ class TorchPredictor:
         [0, 1], one value or one per image (B,)."""
         x = l8_to_input(torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True))
         v = torch.as_tensor(vividness, dtype=torch.float32, device=self.device)
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                seg, raw = self.model(x)
-        else:
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             seg, raw = self.model(x)
-        ab8, fg8 = quantize_outputs(seg, self.model.decode_ab(raw.float(), *x.shape[-2:], v), self.config.n_classes)
+        ab8, fg8 = quantize_outputs(seg.float(), self.model.decode_ab(raw.float(), *x.shape[-2:], v),
+                                    self.config.n_classes)
         return ab8.cpu().numpy(), fg8.cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.config.arch, "n_classes": self.config.n_classes, "size": self.size,
                 "color_head": self.config.color_head, "seg_to_color": self.config.seg_to_color,
-                "backend": "torch", "device": str(self.device)}
+                "backend": "torch", "device": str(self.device),
+                "precision": "fp32" if self.autocast is None else str(self.autocast).removeprefix("torch."),
+                "channels_last": self.channels_last}
 
 
-def load_torch_predictor(url: str, device: str | None = "auto", size: int | None = None) -> TorchPredictor:
+def load_torch_predictor(url: str, device: str | None = "auto", size: int | None = None, precision: str = "auto",
+                         memory_format: str = "auto") -> TorchPredictor:
     """The checkpoint at ``url`` (a model directory) on ``device`` with torch, predicting at ``size`` (default: its
-    own)."""
+    own), at ``precision`` (:data:`PRECISIONS`) in ``memory_format`` (:data:`MEMORY_FORMATS`)."""
     from semcolor.model.checkpoint import load
 
     dev = resolve_device(device)
+    dtype, channels_last = autocast_dtype(precision, dev), uses_channels_last(memory_format, dev)
     model, config = load(url, device=dev)
-    if dev.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     size = int(size or config.input_size)
     if size < 32:
         raise ValueError(f"model size must be >= 32 pixels; got {size}")
-    return TorchPredictor(model=model, config=config, device=dev, size=size)
+    return TorchPredictor(model=model, config=config, device=dev, size=size, autocast=dtype,
+                          channels_last=channels_last)

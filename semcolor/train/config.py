@@ -12,6 +12,7 @@ from semcolor.model.config import (
     COLOR_LOSSES,
     COLOR_MASKS,
     MASK_LOSSES,
+    PRECISIONS,
     SEG_STRIDES,
     LossConfig,
     ModelConfig,
@@ -109,6 +110,8 @@ class TrainConfig:
     channels_last: bool | None = option(None, help="channels-last memory format for the model and its inputs; "
                                         "default: on CUDA only (on CPU it measured no faster: `semcolor bench "
                                         "train`)")
+    precision: str = option("auto", choices=PRECISIONS, help="forward precision: auto (bf16 autocast on CUDA, fp32 "
+                            "on CPU), bf16 (autocast on CPU too), fp32")
     ddp_bucket_mb: float = option(25.0, help="DDP gradient bucket size in MB: each bucket's all-reduce starts as "
                                   "soon as its gradients are ready, overlapping the rest of the backward pass")
     augment: bool = option(True, help="training augmentation: random resized crops (50-100 %% of the area, aspect "

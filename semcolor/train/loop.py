@@ -1,6 +1,6 @@
 """The per-worker Ray Train loop (Train v2): DDP model, AdamW with linear warm-up + cosine decay per step,
-gradient clipping, bf16 autocast on GPU, per-epoch validation merged across workers, a checkpoint every epoch,
-resume from ``ray.train.get_checkpoint()``.
+gradient clipping, bf16 autocast on GPU (``--precision``; on CPU too when asked), per-epoch validation merged across
+workers, a checkpoint every epoch, resume from ``ray.train.get_checkpoint()``.
 
 A checkpoint directory holds ``config.json`` + ``model.safetensors`` (semcolor.model.checkpoint: the model is never
 pickled, so every command takes it as a model directory) plus the training state: ``train_state.json`` (epoch,
@@ -24,7 +24,9 @@ from torch import nn
 from semcolor.core.scratch import scratch_folder
 from semcolor.data.preprocess import RESIZED_CROP_SCALE, preprocess_batch
 from semcolor.model import checkpoint as ckpt
+from semcolor.model.config import LossConfig
 from semcolor.model.losses import multitask_loss
+from semcolor.model.torch_predictor import autocast_dtype
 from semcolor.train.config import TrainConfig
 from semcolor.train.step_timing import StepClock
 from semcolor.train.validation import all_reduce_sum, all_reduce_totals, validate
@@ -136,6 +138,17 @@ def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.opt
                          checkpoint_dir_name=f"checkpoint_epoch{state['epoch']:04d}")
 
 
+def forward_loss(model: nn.Module, color_head: nn.Module, inputs: dict[str, torch.Tensor], loss_config: LossConfig,
+                 amp: torch.dtype | None, channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training forward: ``inputs`` (:func:`preprocess_batch`'s ``l``, ``target``, ``ab``) -> (loss, parts), the
+    model under autocast at ``amp`` (None: fp32) on the input's device, its input in channels_last when asked. The
+    losses run in fp32 (:func:`multitask_loss` casts the logits). The CUDA branch's settings run on CPU too."""
+    x = inputs["l"].contiguous(memory_format=torch.channels_last) if channels_last else inputs["l"]
+    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        seg_logits, color_raw = model(x)
+    return multitask_loss(seg_logits, color_raw, inputs["target"], inputs["ab"], loss_config, color_head)
+
+
 def cycle_batches(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int, seed: int
                   ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches of ``batch_size`` rows of a worker's shard (photos without masks): pass after pass, each
@@ -231,6 +244,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head.set_color_space(head.bins, torch.tensor(loop_config["ab_prior"]))
     restored = _restore(model, config)
     channels_last = use_cuda if config.channels_last is None else config.channels_last
+    amp = autocast_dtype(config.precision, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"bucket_cap_mb": config.ddp_bucket_mb})
@@ -277,12 +291,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             inputs = preprocess_batch(rgb, mask, config.n_classes, train=config.augment, generator=generator,
                                       resized_crop_scale=RESIZED_CROP_SCALE if config.augment else None,
                                       labelled=labelled)
-            x = inputs["l"].contiguous(memory_format=torch.channels_last) if channels_last else inputs["l"]
             clock.lap("preprocess")
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
-                seg_logits, color_raw = model(x)
-            loss, parts = multitask_loss(seg_logits, color_raw, inputs["target"], inputs["ab"], loss_config,
-                                         inner.color_head)
+            loss, parts = forward_loss(model, inner.color_head, inputs, loss_config, amp, channels_last)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {state['step']} on rank "
                                          f"{rank}; lower --lr (now {config.lr}) or check the data")
