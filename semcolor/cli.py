@@ -47,6 +47,8 @@ COMMANDS: dict[str, Command] = {
                     ("semcolor.demo.demo:DemoOptions",), "semcolor.demo.demo:run_demo"),
     "export": Command("export a checkpoint to ONNX (the model without Ray or torch), verified against torch first",
                       ("semcolor.model.export:ExportOptions",), "semcolor.model.export:run_export", ray=False),
+    "report": Command("an HTML page of a colorize run from its records: signal distributions, errors, worst outputs",
+                      ("semcolor.bulk.report:ReportOptions",), "semcolor.bulk.report:run_report", ray=False),
     "bench": Command("benchmarks: print a table, write JSON", ("semcolor.benchmarks:BenchOptions",),
                      "semcolor.benchmarks:run_bench"),
 }

@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from semcolor.bulk import stages
@@ -32,7 +33,7 @@ def _batch(tmp_path, n: int, bad_output: int | None = None) -> dict[str, np.ndar
         "kind": np.array([""] * n, dtype=object),
         "reason": np.array([""] * n, dtype=object),
         "width": np.full(n, 30, np.int32), "height": np.full(n, 20, np.int32),
-        "source_bytes": np.full(n, 100, np.int64),
+        "source_bytes": np.full(n, 100, np.int64), "source_color": np.zeros(n, bool),
         "l8": np.array([row.tobytes() for row in l8], dtype=object),
         "small": np.zeros((n, SIZE, SIZE), np.uint8),
         "ab8": np.stack([np.array([20 - 9 * i, 9 * i - 15], np.int8)[:, None, None].repeat(SIZE, 1).repeat(SIZE, 2)
@@ -132,3 +133,50 @@ def test_a_source_gone_or_changed_before_its_second_read_is_that_rows_error(tmp_
     assert [r["status"] for r in records] == ["error", "error", "ok"]
     assert records[0]["kind"] == stages.READ_ERROR and "0.png" in records[0]["reason"]
     assert records[1]["kind"] == stages.DECODE_FAILED and "changed while the job ran" in records[1]["reason"]
+
+
+def test_the_records_signals_of_a_hand_made_output(tmp_path):
+    """A uniform prediction (L8 128, a = 40, b = 0): its colourfulness is 0.3 x |mean (rg, yb)| of the colour
+    scikit-image gives for it; a mask half certain foreground, then one of 0.75 probability everywhere; sources
+    gray and coloured through the decode stage."""
+    from skimage.color import lab2rgb
+
+    from semcolor.bulk import stages
+    from semcolor.core.image_stats import colorfulness
+
+    batch = _batch(tmp_path, 2)
+    batch["small"][:] = 128
+    batch["ab8"][:] = np.array([40, 0], np.int8)[None, :, None, None]
+    batch["fg8"][0, :, : SIZE // 2], batch["fg8"][0, :, SIZE // 2:] = 255, 0
+    batch["fg8"][1] = 191
+    batch["source_color"] = np.array([True, False])
+    records = stages.merge_encode_write(batch, "png", 90, 2, "run").to_pylist()
+    rgb = np.round(lab2rgb(np.array([[[128 * 100 / 255, 40.0, 0.0]]])) * 255)[0, 0]
+    rg, yb = rgb[0] - rgb[1], 0.5 * (rgb[0] + rgb[1]) - rgb[2]
+    for record in records:
+        assert record["colorfulness"] == pytest.approx(0.3 * np.hypot(rg, yb), abs=0.5)
+        assert record["colorfulness"] == pytest.approx(colorfulness(np.tile(rgb, (4, 4, 1))), abs=0.5)
+    assert records[0]["foreground_share"] == pytest.approx(0.5) and records[0]["mask_confidence"] == pytest.approx(1.0)
+    assert records[1]["foreground_share"] == pytest.approx(1.0)
+    assert records[1]["mask_confidence"] == pytest.approx(191 / 255, abs=1e-6)
+    assert [r["source_color"] for r in records] == [True, False]
+
+    failed = _batch(tmp_path / "failed", 1)
+    failed["status"][0], failed["kind"][0], failed["reason"][0] = "error", "corrupt", "bad bytes"
+    (record,) = stages.merge_encode_write(failed, "png", 90, 2, "run").to_pylist()
+    assert (record["colorfulness"], record["foreground_share"], record["source_color"]) == (None, None, None)
+
+
+def test_the_decode_stage_tells_colour_sources_from_gray_ones(tmp_path):
+    from semcolor.bulk import stages
+
+    gray = np.tile(np.arange(64, dtype=np.uint8)[None] * 3, (48, 1))
+    color = np.stack([gray, gray, gray], -1)
+    color[10:20, 30:40, 0] = 250  # a small red patch is enough
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(color).save(tmp_path / "color.png")
+    keys = ["gray", "color"]
+    row = {"key": keys, "source": [str(tmp_path / f"{k}.png") for k in keys], "output": ["", ""], "mask": ["", ""],
+           "status": ["ok", "ok"], "kind": ["", ""], "reason": ["", ""]}
+    out = stages.decode_rows({k: np.array(v, dtype=object) for k, v in row.items()}, size=32, max_pixels=10**8)
+    assert list(out["source_color"]) == [False, True]

@@ -4,6 +4,8 @@ and a killed driver."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import io
 import os
 import signal
@@ -336,6 +338,17 @@ def test_bad_input_corpus_is_accounted_exactly(ray_local, tiny_checkpoint, tmp_p
     assert "9000x9000" in latest["bomb"]["reason"]
     written = {p.stem for p in dst.glob("*.jpg")}
     assert written == set(ok)
+    # every ok record carries its output's signals; the report counts what the records say and shows sampled outputs
+    for key in ok:
+        signals = [latest[key][c] for c in ("colorfulness", "foreground_share", "mask_confidence")]
+        assert all(v is not None and np.isfinite(v) for v in signals) and 0.5 <= signals[2] <= 1.0, key
+    from semcolor.bulk.report import build_report
+
+    page, figures = build_report(read_records(str(dst)), samples=3)
+    assert (figures["ok"], figures["errors"]) == (len(ok), len(errors))
+    assert figures["error_kinds"] == dict(Counter(errors.values()))
+    assert all(len(keys) == min(3, len(ok)) for keys in figures["sampled"].values())
+    assert page.count("<img src=\"data:image/jpeg;base64,") == 4 * min(3, len(ok))  # every sampled output read
 
 
 @pytest.mark.ray

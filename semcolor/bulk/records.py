@@ -25,6 +25,9 @@ Columns (:data:`RECORD_SCHEMA`):
     object_store_bytes  bytes this row put through the object store between stages (compact uint8 columns)
     run_id          the run that wrote the record
     finished_at     UNIX time (s) when the record was made
+    colorfulness, foreground_share, mask_confidence, source_color
+                    the output's quality signals (:mod:`semcolor.bulk.signals`; null on error and in records of
+                    earlier versions)
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ RECORD_SCHEMA = pa.schema([
     ("object_store_bytes", pa.int64()),
     ("run_id", pa.string()),
     ("finished_at", pa.float64()),
+    ("colorfulness", pa.float32()),
+    ("foreground_share", pa.float32()),
+    ("mask_confidence", pa.float32()),
+    ("source_color", pa.bool_()),
 ])
 
 

@@ -6,7 +6,8 @@
 2. :class:`ColorizeActor` (actor pool, one model load per actor): ``small`` -> ``ab8`` + ``fg8`` at model size.
 3. :func:`merge_encode_write` (CPU tasks): AB and the mask upsampled (guided by the full-resolution L, or
    bilinear: ``refine``) and merged with the full-resolution L, encoded, and written atomically to ``output``
-   (and the mask to ``mask``) on threads while the next rows encode; returns one result record per row.
+   (and the mask to ``mask``) on threads while the next rows encode; returns one result record per row, with the
+   output's quality signals (:mod:`semcolor.bulk.signals`).
 
 Every row travels through all stages, bad rows included (``status == "error"`` with ``kind`` and
 ``reason``), so the final records account for every input. Exceptions about one row become that row's
@@ -17,6 +18,7 @@ Columns between stages (N rows, model size S):
     status, kind, reason        str
     width, height               int32, the output size (source size after EXIF orientation)
     source_bytes                int64
+    source_color                bool, the source has colour (:func:`semcolor.bulk.signals.source_has_color`)
     l8                          binary, H*W bytes: full-resolution L * 255/100, row-major (b"" on error, and
                                 with ``--full-res-l redecode``: the merge stage decodes the source again)
     small                       uint8 (N, S, S): l8 resized to the model size          [decode -> merge]
@@ -35,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from semcolor.bulk.records import RECORD_SCHEMA
+from semcolor.bulk.signals import output_signals, source_has_color
 from semcolor.core import storage
 from semcolor.core.colorizer import mask_full_resolution, merge_full_resolution
 from semcolor.core.decode import (
@@ -76,6 +79,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     height = np.zeros(n, dtype=np.int32)
     source_bytes = np.zeros(n, dtype=np.int64)
     seconds = np.zeros(n, dtype=np.float64)
+    colored = np.zeros(n, dtype=bool)
     for i in todo:
         t_start, data, t_read = blobs[i]
         started = time.perf_counter()
@@ -86,6 +90,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
                 raise _RowFailed
             source_bytes[i] = len(data)
             rgb = decode_image(data, max_pixels=max_pixels, key=key)
+            colored[i] = source_has_color(rgb)
             l8, small[i] = prepare_l8(rgb, size)
             del rgb
             height[i], width[i] = l8.shape
@@ -105,7 +110,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
         "status": np.array(status, dtype=object), "kind": np.array(kinds, dtype=object),
         "reason": np.array(reasons, dtype=object), "width": width, "height": height,
         "source_bytes": source_bytes, "l8": np.array(l8s, dtype=object), "small": small,
-        "seconds": seconds, "object_store_bytes": carried,
+        "seconds": seconds, "object_store_bytes": carried, "source_color": colored,
     }
 
 
@@ -228,6 +233,7 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
     written = np.zeros(n, dtype=np.int64)
     seconds = np.asarray(batch["seconds"], dtype=np.float64).copy()
     finished = np.zeros(n, dtype=np.float64)
+    signals: list[dict[str, float] | None] = [None] * n
     writes: dict[int, Future] = {}
     with ThreadPoolExecutor(max_workers=max(1, io_threads)) as pool:
         sources = [str(s) for s in batch["source"]]
@@ -242,6 +248,7 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
                           if i in rereads else np.frombuffer(batch["l8"][i], dtype=np.uint8).reshape(shape))
                     image, mask = _encode_row(l8, batch["small"][i], batch["ab8"][i], batch["fg8"][i], fmt, quality,
                                               n_classes, refine, bool(masks[i]))
+                    signals[i] = output_signals(batch["small"][i], batch["ab8"][i], batch["fg8"][i], n_classes)
                     writes[i] = pool.submit(_write_row, str(outputs[i]), image, masks[i] or "", mask, s3)
                 except _StageError as exc:
                     status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
@@ -257,7 +264,11 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
             finished[i] = time.time()
     for i in range(n):
         if status[i] != OK:
-            outputs[i] = masks[i] = None
+            outputs[i] = masks[i] = signals[i] = None
+
+    def signal(name: str) -> pa.Array:
+        return pa.array([None if s is None else s[name] for s in signals], pa.float32())
+
     return pa.table({
         "key": pa.array([str(k) for k in batch["key"]], pa.string()),
         "source": pa.array([str(s) for s in batch["source"]], pa.string()),
@@ -274,4 +285,9 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
         "object_store_bytes": pa.array(np.asarray(batch["object_store_bytes"], dtype=np.int64)),
         "run_id": pa.array([run_id] * n, pa.string()),
         "finished_at": pa.array(finished),
+        "colorfulness": signal("colorfulness"),
+        "foreground_share": signal("foreground_share"),
+        "mask_confidence": signal("mask_confidence"),
+        "source_color": pa.array([bool(c) if s is not None else None
+                                  for c, s in zip(batch["source_color"], signals)], pa.bool_()),
     }, schema=RECORD_SCHEMA)

@@ -15,6 +15,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from semcolor.core.decode import IGNORE_INDEX
+from semcolor.core.image_stats import colorfulness, is_grayscale
 
 PSNR_CAP_DB = 100.0
 """PSNR of an exact match is infinite; it is capped here so averages stay finite."""
@@ -138,20 +139,6 @@ class BoundaryAccumulator:
         seen = np.isfinite(per_class)
         return {"boundary_iou": float(per_class[seen].mean()) if seen.any() else float("nan"),
                 "boundary_iou_per_class": [float(v) for v in per_class], "boundary_tolerance_px": self.d}
-
-
-def colorfulness(rgb: np.ndarray) -> float:
-    """Hasler–Süsstrunk colorfulness of an (H, W, 3) RGB image (uint8 scale)."""
-    x = rgb.astype(np.float64)
-    rg = x[..., 0] - x[..., 1]
-    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-
-
-def is_grayscale(rgb: np.ndarray, tolerance: int = 2) -> bool:
-    """True when every pixel's channels differ by at most ``tolerance`` levels (a gray source)."""
-    x = rgb.astype(np.int16)
-    return bool(np.abs(x[..., 0] - x[..., 1]).max() <= tolerance and np.abs(x[..., 1] - x[..., 2]).max() <= tolerance)
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
