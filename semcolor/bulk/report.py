@@ -67,17 +67,17 @@ def sample_rows(ok: pa.Table, column: str, where: str, n: int) -> pa.Table:
     return ok.take(pa.array(index[order[:n]], pa.int64()))
 
 
-def _thumbnail(url: str | None) -> tuple[str | None, str]:
-    """An output's thumbnail as a data: URL (JPEG), or (None, why not)."""
+def _thumbnail(url: str | None, side: int = THUMB) -> tuple[str | None, str]:
+    """An output's (or mask's) thumbnail as a data: URL (JPEG), or (None, why not)."""
     from PIL import Image
 
     if not url:
         return None, "no output"
     try:
         with Image.open(io.BytesIO(storage.read_bytes(url))) as im:
-            im.draft("RGB", (THUMB, THUMB))
+            im.draft("RGB", (side, side))
             im = im.convert("RGB")
-            im.thumbnail((THUMB, THUMB))
+            im.thumbnail((side, side))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=85)
     except Exception as exc:  # a missing or unreadable output shows its reason in its tile
@@ -108,10 +108,13 @@ def _histograms(ok: pa.Table) -> str:
     return "data:image/png;base64," + base64.b64encode(figure_png(fig, dpi=80)).decode("ascii")
 
 
-def _tile(row: dict[str, Any], column: str, thumb: tuple[str | None, str]) -> str:
+def _tile(row: dict[str, Any], column: str, thumb: tuple[str | None, str], mask: tuple[str | None, str]) -> str:
     src, why = thumb
     image = (f'<img src="{src}" alt="{html.escape(row["key"])}">' if src
              else f'<div class="missing">{html.escape(why)}</div>')
+    if mask[0]:
+        image += f'<img class="mask" src="{mask[0]}" alt="mask of {html.escape(row["key"])}">'
+
     facts = (f'{column} {row[column]:.3f}<br>colourfulness {row["colorfulness"]:.1f}, mask '
              f'{row["foreground_share"]:.0%} at {row["mask_confidence"]:.2f}'
              if row["mask_confidence"] is not None else f'{column} {row[column]:.3f}')
@@ -131,8 +134,9 @@ def build_report(records: pa.Table, samples: int = 8, threads: int = 16) -> tupl
         if len(reasons.setdefault(kind, [])) < 3:
             reasons[kind].append(f"{key}: {reason}")
     groups = [(title, column, sample_rows(ok, column, where, samples)) for title, column, where in SAMPLES]
-    wanted = [row["output"] for _, _, rows in groups for row in rows.to_pylist()]
-    with ThreadPoolExecutor(max_workers=threads) as pool:  # only the sampled outputs are read
+    sampled = [row for _, _, rows in groups for row in rows.to_pylist()]
+    wanted = [row["output"] for row in sampled] + [row["mask"] for row in sampled if row["mask"]]
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # only the sampled outputs (and their masks) are read
         thumbs = dict(zip(wanted, pool.map(_thumbnail, wanted)))
     colored = int(pc.sum(pc.cast(ok["source_color"], pa.int64())).as_py() or 0)
     figures = {"keys": latest.num_rows, "ok": ok.num_rows, "errors": errors.num_rows, "source_color": colored,
@@ -148,13 +152,14 @@ def build_report(records: pa.Table, samples: int = 8, threads: int = 16) -> tupl
             "</tr>" for k, n in kinds.most_common()) + "</table>" if kinds else "<p>none</p>"),
     ]
     for title, column, rows in groups:
-        tiles = "".join(_tile(row, column, thumbs[row["output"]]) for row in rows.to_pylist())
+        tiles = "".join(_tile(row, column, thumbs[row["output"]], thumbs.get(row["mask"], (None, "")))
+                        for row in rows.to_pylist())
         sections.append(f'<h2>{html.escape(title)}</h2><div class="sheet">{tiles or "<p>no ok output</p>"}</div>')
     style = ("body{font-family:sans-serif;margin:1.5em;max-width:1400px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
              ".sheet{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:" + str(THUMB) + "px;font-size:11px}"
              ".missing{width:" + str(THUMB) + "px;height:" + str(THUMB * 3 // 4) + "px;background:#eee;font-size:11px;"
-             "overflow:hidden}.plots{max-width:100%}")
+             "overflow:hidden}.plots{max-width:100%}.mask{width:" + str(THUMB // 2) + "px;display:block}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>semcolor report</title><style>{style}</style>"
             f"</head><body>{''.join(sections)}</body></html>")
     return page, figures
