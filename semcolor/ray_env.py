@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from semcolor.core import storage
 from semcolor.options import option
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(kw_only=True)
 class RayOptions:
@@ -206,8 +208,8 @@ def autoscaler_present() -> bool:
         if config is not None and any(g.max_count == -1 or g.max_count > g.min_count
                                       for g in config.node_group_configs if g.resources and g.max_count != 0):
             return True
-    except Exception:  # private API: a missing signal, not an error
-        pass
+    except Exception as exc:  # private API: a missing signal, not an error
+        log.debug("autoscaler signal 2 (cluster config) unavailable: %s", exc)
     try:
         from ray._private import ray_constants
         from ray.experimental.internal_kv import _internal_kv_get
@@ -218,15 +220,15 @@ def autoscaler_present() -> bool:
             verdict = node_types_autoscale(list(mapping.values()))
             if verdict is not None:
                 return verdict
-    except Exception:
-        pass
+    except Exception as exc:
+        log.debug("autoscaler signal 3 (autoscaler status) unavailable: %s", exc)
     try:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
 
         if is_autoscaler_v2(fetch_from_server=True):
             return True
-    except Exception:
-        pass
+    except Exception as exc:
+        log.debug("autoscaler signal 4 (autoscaler v2) unavailable: %s", exc)
     return True
 
 

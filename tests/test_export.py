@@ -43,16 +43,18 @@ pytestmark = pytest.mark.timeout(1800)
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
-    """Two random-init models at size 64: a unet with the bins head (2 classes, a photo-like AB prior so that
-    vividness matters) and a resnet34 with the regression head and 3 classes."""
+    """Two random-init models at size 64: a unet with the bins head and the full-resolution mask branch (2 classes,
+    a photo-like AB prior so that vividness matters) and a resnet34 with the regression head, the mask at 1/4 and 3
+    classes."""
     root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    bins_config = ModelConfig(arch="unet", input_size=64)
+    bins_config = ModelConfig(arch="unet", input_size=64, seg_stride=1)
     bins = build_model(bins_config)
     centres = bins.color_head.bins
     prior = torch.exp(-centres.square().sum(dim=1) / (2 * 15.0**2))
     bins.color_head.set_color_space(centres, prior / prior.sum())
-    regression_config = ModelConfig(arch="resnet34", input_size=64, color_head="regression", n_classes=3)
+    regression_config = ModelConfig(arch="resnet34", input_size=64, color_head="regression", n_classes=3,
+                                    seg_stride=4)
     return {"bins": checkpoint.save(bins, bins_config, str(root / "bins")),
             "regression": checkpoint.save(build_model(regression_config), regression_config, str(root / "regression"))}
 

@@ -65,6 +65,16 @@ def test_dice_of_soft_predictions_is_its_formula():
     assert dice_loss(logits, target).item() == pytest.approx(float(torch.stack(expected).mean()), abs=1e-5)
 
 
+def test_dice_charges_foreground_predicted_on_an_image_without_any():
+    """An image whose labels are all background: predicting foreground on k of its pixels costs 1 - 1 / (k + 1)
+    (eps = 1), predicting none costs nothing."""
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    pred = torch.zeros(1, 4, 4, dtype=torch.long)
+    assert dice_loss(_hard_logits(pred), target).item() == pytest.approx(0.0, abs=1e-5)
+    pred[0, 0, :3] = 1
+    assert dice_loss(_hard_logits(pred), target).item() == pytest.approx(1 - 1 / 4, abs=1e-4)
+
+
 def test_unknown_region_loss_names_the_choices():
     with pytest.raises(ValueError, match="dice"):
         region_loss("boundary", torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))

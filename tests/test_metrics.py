@@ -174,6 +174,20 @@ def test_boundary_iou_of_a_shifted_square_is_its_formula(shift: int) -> None:
     np.testing.assert_array_equal(boundary_band(_square(10, 10, 20) == 1, 5), _ring(10, 10, 20, 5))
 
 
+def test_boundary_iou_leaves_ignored_pixels_out() -> None:
+    """A predicted contour over pixels labelled 255 (ignore) costs nothing: the same figure as without them."""
+    truth, pred = _square(10, 10, 20), _square(10, 13, 20)
+    clean = BoundaryAccumulator(2, d=5)
+    clean.update(pred, truth)
+    with_ignore = truth.copy()
+    extra = pred.copy()
+    extra[40:46, 2:30] = 1  # a predicted blob ...
+    with_ignore[38:48, :32] = 255  # ... where nothing is labelled
+    ignored = BoundaryAccumulator(2, d=5)
+    ignored.update(extra, with_ignore)
+    assert ignored.result()["boundary_iou"] == pytest.approx(clean.result()["boundary_iou"])
+
+
 def test_boundary_iou_sums_bands_over_images_and_merges_by_sums() -> None:
     """Two images with different ratios: the dataset's figure divides summed intersections by summed unions (not
     a mean of ratios); accumulators merged equal one pass; a mask filling the image has no contour."""

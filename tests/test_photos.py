@@ -36,7 +36,9 @@ def test_a_prefix_lists_its_images_by_relative_key(tmp_path):
     assert table.column_names == ["key", "image"]
     assert sorted(table["key"].to_pylist()) == ["p0", "p2", "sub/p1"]
     two = load_photos([str(tmp_path / "photos"), str(tmp_path / "photos")])
-    assert two.num_rows == 6  # sources concatenate in the order given
+    assert two.num_rows == 6  # sources concatenate in the order given, keys prefixed by their source's number
+    assert two["key"].to_pylist()[:3] == [f"1:{k}" for k in table["key"].to_pylist()]
+    assert len(set(two["key"].to_pylist())) == 6
 
 
 @pytest.mark.parametrize("make, match", [
@@ -92,3 +94,5 @@ def test_train_options_for_photos_and_their_share():
         TrainConfig(photos=["p"], photos_share=0.1, batch_size=4)
     with pytest.raises(ValueError, match="--photos needs a URL"):
         TrainConfig(photos=[""])
+    with pytest.raises(ValueError, match="--color-mask foreground"):  # photos have no foreground: nothing learnt
+        TrainConfig(photos=["p"], color_mask="foreground")

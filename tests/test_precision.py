@@ -13,7 +13,7 @@ from semcolor.model.config import LossConfig, ModelConfig
 from semcolor.model.export import AB_TOLERANCE, FG_TOLERANCE, MAX_DIFFERING_SHARE
 from semcolor.model.network import build_model
 from semcolor.model.torch_predictor import TorchPredictor, autocast_dtype, load_torch_predictor, uses_channels_last
-from semcolor.train.loop import forward_loss
+from semcolor.train.forward import forward_loss
 
 BF16_FG_SHARE = 0.05
 """bf16 logits move the foreground probability x 255 by one level on a few percent of pixels (~2 % seen on CPU),

@@ -31,3 +31,28 @@ def test_rows_not_rerun_are_kept_only_from_a_table_of_the_same_protocol(tmp_path
     kept = kept_rows(str(tmp_path), protocol, ["bins"])
     assert [r["row"] for r in kept] == ["regression", "regression bilinear"]
     assert kept_rows(str(tmp_path), {**protocol, "epochs": 20}, ["bins"]) == []
+
+
+def test_a_trained_run_is_reused_only_for_the_same_training(tmp_path: Path) -> None:
+    """`--work` kept from an earlier table: a row's run is reused when it trained what the row asks (name and
+    storage aside), not when the protocol changed (here the batch size)."""
+    import torch
+
+    from semcolor.benchmarks.quality import ROWS, _trained_run
+    from semcolor.model import checkpoint
+    from semcolor.model.config import ModelConfig
+    from semcolor.model.network import build_model
+    from semcolor.train.config import TrainConfig
+
+    row = ROWS[0]
+    trained = TrainConfig(images="i", masks="m", size=32, batch_size=32, name="quality-bins-20260101-000000")
+    run = tmp_path / "runs" / trained.name
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=32)
+    checkpoint.save(build_model(config), config, str(run / "best"),
+                    extra={"epoch": 3, "train_config": trained.to_dict()})
+    (run / "metrics.jsonl").write_text(json.dumps({"train_time_s": 60.0, "val_time_s": 30.0}) + "\n")
+    same = TrainConfig(**{**trained.to_dict(), "name": "another", "storage": "elsewhere"})
+    found = _trained_run(str(tmp_path), row, same)
+    assert found is not None and found[1] == 3 and found[2] == pytest.approx(1.5)
+    assert _trained_run(str(tmp_path), row, TrainConfig(**{**trained.to_dict(), "batch_size": 16})) is None

@@ -73,6 +73,7 @@ from semcolor.benchmarks._latency_proxy import latency_proxy
 from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.bulk.records import read_records
+from semcolor.bulk.signals import output_signals, source_has_color
 from semcolor.core import storage
 from semcolor.core.colorizer import Colorizer, merge_full_resolution
 from semcolor.core.decode import decode_image
@@ -93,9 +94,9 @@ BOUND_ROUNDS = 4
 BOUND_SECONDS = 2.0
 """A bound is the best of BOUND_ROUNDS rounds of at least BOUND_SECONDS each (:mod:`semcolor.benchmarks._bound`)."""
 STAGE_IMAGES = 200
-NAIVE_WORK = ("per image: read, decode, full-resolution L and its model-size copy, predict (batch 1), merge (AB "
-              "upsampled per the default refine), PNG encode, write; no mask: the pipeline's work per row at its "
-              "defaults (no --masks)")
+NAIVE_WORK = ("per image: read, decode, whether the source has colour, full-resolution L and its model-size copy, "
+              "predict (batch 1), merge (AB upsampled per the default refine), the record's quality signals, PNG "
+              "encode, write; no mask: the pipeline's work per row at its defaults (no --masks)")
 RESOLUTION_ROWS = ("seconds per image on one thread, per stage: decode_s (decode + full-resolution L + resize), "
                    "model_s (Colorizer.predict with one thread at batch_size, per image, from the bound's statistic; "
                    "on the GPU with --device cuda), merge_s (AB upsampled + LAB -> RGB), encode_s (PNG), each CPU "
@@ -165,9 +166,12 @@ def naive_loop(colorizer: Colorizer, sources: list[str], dst: str) -> dict:
     row (:data:`NAIVE_WORK`)."""
     start, cpu = time.perf_counter(), time.process_time()
     for i, url in enumerate(sources):
-        l8, small = colorizer.prepare(decode_image(storage.read_bytes(url)))
-        ab8, _ = colorizer.predict(small[None])
+        rgb = decode_image(storage.read_bytes(url))
+        source_has_color(rgb)
+        l8, small = colorizer.prepare(rgb)
+        ab8, fg8 = colorizer.predict(small[None])
         rgb = colorizer.merge(l8, ab8[0], small)
+        output_signals(small, ab8[0], fg8[0], colorizer.n_classes)
         storage.write_bytes(storage.join(dst, f"{i:05d}.png"), encode_rgb(rgb, "png"))
     elapsed = time.perf_counter() - start
     return {"images": len(sources), "seconds": elapsed, "images_per_s": len(sources) / elapsed,

@@ -110,10 +110,11 @@ def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any])
             "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
 
 
-def _trained_run(work: str, row: Row) -> tuple[str, int, float, Any] | None:
-    """A run of ``row`` already trained in ``work`` (``--work`` kept from an earlier run): (best checkpoint, best
-    epoch, training minutes from its metrics, its TrainConfig), or None. Evaluation changes (decoding, upsampling)
-    can then be measured on the same models without training them again."""
+def _trained_run(work: str, row: Row, wanted: Any) -> tuple[str, int, float, Any] | None:
+    """A run of ``row`` already trained in ``work`` (``--work`` kept from an earlier run) with the TrainConfig
+    ``wanted`` (all but its name and storage): (best checkpoint, best epoch, training minutes from its metrics, its
+    TrainConfig), or None. Evaluation changes (decoding, upsampling) can then be measured on the same models without
+    training them again; a run trained under another protocol is never reused."""
     import json
 
     from semcolor.model.checkpoint import load_config
@@ -131,8 +132,16 @@ def _trained_run(work: str, row: Row) -> tuple[str, int, float, Any] | None:
         _, extra = load_config(storage.join(run_dir, "best"))
         # runs older than the --augment flag trained without augmentation
         config = TrainConfig.from_dict({"augment": False, **extra["train_config"]})
+        if _training(config) != _training(wanted):
+            print(f"[quality] row {row.name}: {run_dir} was trained with other settings; not reused", flush=True)
+            continue
         return storage.join(run_dir, "best"), int(extra["epoch"]), minutes, config
     return None
+
+
+def _training(config: Any) -> dict[str, Any]:
+    """What a TrainConfig trains (its name and where it is stored left out)."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("name", "storage")}
 
 
 def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: str, grid: bool,
@@ -146,7 +155,7 @@ def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: 
     if limit is not None or not storage.exists(url) or (grid and not storage.exists(storage.join(eval_dir, "grid.png"))):
         return None
     m = json.loads(storage.read_text(url))
-    same = (m.get("checkpoint") == checkpoint and m.get("refine") == refine
+    same = ("boundary_iou" in m and m.get("checkpoint") == checkpoint and m.get("refine") == refine
             and (vividness is None or m.get("vividness") == vividness))
     return m if same else None
 
@@ -169,7 +178,7 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
                          batch_size=BATCH, lr=LR, workers=1, cpus_per_worker=2.0, val_fraction=VAL_FRACTION,
                          storage=storage.join(work, "runs"),
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
-    done = _trained_run(work, row)
+    done = _trained_run(work, row, config)
     if done is None:
         started = time.perf_counter()
         result = fit(config)

@@ -39,7 +39,13 @@ def list_photos(url: str, what: str = "--photos") -> pa.Table:
 
 
 def load_photos(urls: list[str]) -> pa.Table:
-    """Every source of ``--photos`` (see :func:`list_photos`), concatenated in the order given."""
+    """Every source of ``--photos`` (see :func:`list_photos`), concatenated in the order given; with several sources
+    each key is prefixed by its source's number (``2:img001``), so keys stay unique and a bad photo's record names
+    its own file."""
     if not urls:
         raise ValueError("--photos needs at least one URL (a prefix or a manifest)")
-    return pa.concat_tables([list_photos(url) for url in urls])
+    tables = [list_photos(url) for url in urls]
+    if len(tables) > 1:
+        tables = [t.set_column(0, "key", pa.array([f"{i + 1}:{k}" for k in t["key"].to_pylist()], pa.string()))
+                  for i, t in enumerate(tables)]
+    return pa.concat_tables(tables)

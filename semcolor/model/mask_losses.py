@@ -27,8 +27,9 @@ def _zero(logits: Tensor) -> Tensor:
 
 
 def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
-    """1 - soft Dice per image, averaged over the foreground classes present in its labels (1..C-1; class 0 is
-    background) and then over images with labels. ``eps`` smooths an empty class. Scalar."""
+    """1 - soft Dice per image, averaged over the foreground classes (1..C-1; class 0 is background) and then over
+    images with labels. ``eps`` smooths an empty class: where a class is absent, predicting it costs
+    ``1 - eps / (sum p + eps)``. Scalar."""
     probs = logits.float().softmax(dim=1)
     labelled = target != IGNORE_INDEX
     losses = []
@@ -39,12 +40,9 @@ def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
         per_class = []
         for c in range(1, logits.shape[1]):
             truth = ((target[i] == c) & keep).float()
-            if not bool(truth.any()):
-                continue
             p = probs[i, c] * keep
             per_class.append(1.0 - (2.0 * (p * truth).sum() + eps) / (p.sum() + truth.sum() + eps))
-        if per_class:
-            losses.append(torch.stack(per_class).mean())
+        losses.append(torch.stack(per_class).mean())
     return torch.stack(losses).mean() if losses else _zero(logits)
 
 

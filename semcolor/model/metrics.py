@@ -93,7 +93,8 @@ class BoundaryAccumulator:
     """Boundary IoU (Cheng, Girshick, Dollar, Berg & Kirillov, CVPR 2021) of the foreground classes: per class c the
     intersection and union of the contour bands (:func:`boundary_band`) of predicted and true masks of c, summed over
     images; ``result`` divides the sums, then averages over the foreground classes (1..C-1) seen. Scores how a mask
-    follows an object's outline, where (m)IoU is dominated by its bulk. Pixels labelled 255 count as outside."""
+    follows an object's outline, where (m)IoU is dominated by its bulk. Pixels labelled 255 (ignore) count in
+    neither band, as they count in no IoU."""
 
     n_classes: int
     d: int = BOUNDARY_TOLERANCE_PX
@@ -112,8 +113,9 @@ class BoundaryAccumulator:
         if pred.ndim == 2:
             pred, target = pred[None], target[None]
         for p, t in zip(pred, target):
+            labelled = t != IGNORE_INDEX
             for c in range(1, self.n_classes):
-                pb, tb = boundary_band(p == c, self.d), boundary_band(t == c, self.d)
+                pb, tb = boundary_band(p == c, self.d) & labelled, boundary_band(t == c, self.d)
                 self.sums[c - 1] += ((pb & tb).sum(), (pb | tb).sum())
 
     def merge(self, other: "BoundaryAccumulator") -> "BoundaryAccumulator":

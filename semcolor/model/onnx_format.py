@@ -29,6 +29,8 @@ META_FORMAT = "semcolor.onnx_format"
 ONNX_FORMAT = "1"
 META_VERSION = "semcolor.version"
 META_VERIFIED = "semcolor.verification"
+"""metadata_props key: JSON of the export's check against torch (tolerances, largest differences seen)."""
+
 
 def is_onnx(url: str) -> bool:
     """True when ``url`` names an ONNX file (by its ``.onnx`` suffix) rather than a checkpoint directory."""

@@ -142,6 +142,9 @@ class TrainConfig:
             if not 0.0 < self.photos_share < 1.0:
                 raise ValueError(f"photos_share must be in (0, 1) (some pairs and some photos in each batch); got "
                                  f"{self.photos_share}")
+            if self.color_mask == "foreground":
+                raise ValueError("--photos with --color-mask foreground: photos have no foreground, so they would "
+                                 "teach nothing; use --color-mask all (the default) with --photos")
             if min(self.photo_batch, self.batch_size - self.photo_batch) < 1:
                 raise ValueError(f"photos_share {self.photos_share} of a batch of {self.batch_size} leaves "
                                  f"{self.photo_batch} photos and {self.batch_size - self.photo_batch} pairs per batch;"

@@ -115,9 +115,13 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[dict[str, Any], dict[s
                          f"{train_pairs.num_rows} to train and {val_pairs.num_rows} to validate; use more pairs")
     photos = None
     if config.photos:  # listed before any decoding: a bad --photos URL ends the run here, in one line
+        import numpy as np
+
         from semcolor.data.photos import load_photos
 
         photos = load_photos(config.photos)
+        # in a seeded random order: a run that sees part of a large set sees all of its folders, not the first ones
+        photos = photos.take(np.random.default_rng(config.seed).permutation(photos.num_rows))
     train_ds, train_report = load_dataset(train_pairs, config.size)
     # In key order: every worker (and a single process) sees the same batches in the same order.
     val_ds, val_report = load_dataset(val_pairs.sort_by("key"), config.size, preserve_order=True)
@@ -306,7 +310,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(TrainConfig, args)
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"--images": config.images, "--masks": config.masks, "--manifest": config.manifest,
-                          "--storage": config.storage}, args.shared_path)
+                          "--storage": config.storage, **{f"--photos ({i + 1})": url for i, url in enumerate(config.photos or [])}},
+                         args.shared_path)
     require_room(config)  # before any data: refuse what never fits, wait (bounded) for what could
     require_cuda_where_gpus("--gpus-per-worker", config.gpus_per_worker)
     result = fit(config)

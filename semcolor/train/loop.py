@@ -24,10 +24,9 @@ from torch import nn
 from semcolor.core.scratch import scratch_folder
 from semcolor.data.preprocess import RESIZED_CROP_SCALE, preprocess_batch
 from semcolor.model import checkpoint as ckpt
-from semcolor.model.config import LossConfig
-from semcolor.model.losses import multitask_loss
 from semcolor.model.torch_predictor import autocast_dtype
 from semcolor.train.config import TrainConfig
+from semcolor.train.forward import forward_loss
 from semcolor.train.step_timing import StepClock
 from semcolor.train.validation import all_reduce_sum, all_reduce_totals, validate
 
@@ -138,17 +137,6 @@ def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.opt
                          checkpoint_dir_name=f"checkpoint_epoch{state['epoch']:04d}")
 
 
-def forward_loss(model: nn.Module, color_head: nn.Module, inputs: dict[str, torch.Tensor], loss_config: LossConfig,
-                 amp: torch.dtype | None, channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training forward: ``inputs`` (:func:`preprocess_batch`'s ``l``, ``target``, ``ab``) -> (loss, parts), the
-    model under autocast at ``amp`` (None: fp32) on the input's device, its input in channels_last when asked. The
-    losses run in fp32 (:func:`multitask_loss` casts the logits). The CUDA branch's settings run on CPU too."""
-    x = inputs["l"].contiguous(memory_format=torch.channels_last) if channels_last else inputs["l"]
-    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-        seg_logits, color_raw = model(x)
-    return multitask_loss(seg_logits, color_raw, inputs["target"], inputs["ab"], loss_config, color_head)
-
-
 def cycle_batches(shard: Any, batch_size: int, device: torch.device, shuffle_buffer: int, seed: int
                   ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches of ``batch_size`` rows of a worker's shard (photos without masks): pass after pass, each
@@ -163,7 +151,8 @@ def cycle_batches(shard: Any, batch_size: int, device: torch.device, shuffle_buf
             yielded = True
             yield batch
         if not yielded:
-            raise RuntimeError(f"a worker's photo shard holds fewer than {batch_size} rows")
+            raise RuntimeError(f"this worker's share of the photos without masks holds fewer than {batch_size} rows, "
+                               "one batch's worth (--photos-share x --batch-size); add photos or lower either")
         passes += 1
 
 
@@ -269,8 +258,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     inner = getattr(model, "module", model)
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
+    # a resumed, recovered or resized run goes on with other photo batches than the ones it started with
     photo_batches = (cycle_batches(ray.train.get_dataset_shard("photos"), config.photo_batch, device,
-                                   config.shuffle_buffer, config.seed + 7919 * rank)
+                                   config.shuffle_buffer, config.seed + 7919 * rank + 1_000_003 * (state["epoch"] + 1))
                      if config.photo_batch else None)
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
 
@@ -319,7 +309,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         val_start = time.perf_counter()
         totals = all_reduce_totals(validate(
             inner, val_data.iter_torch_batches(batch_size=VAL_BATCH_SIZE, device=device), config.n_classes,
-            loss_config, rank, world))
+            loss_config, rank, world, amp=amp, channels_last=channels_last))
         images = float(sums[3])
         metrics: dict[str, Any] = {
             "epoch": epoch,

@@ -222,6 +222,8 @@ def start_errors(config: TrainConfig) -> Iterator[None]:
         if kind == "InsufficientClusterResourcesError":  # the autoscaler's configured maximum is below the request
             raise ValueError(f"{asked}: more than this cluster's autoscaler may ever add ({' '.join(lines[:2])}); "
                              f"lower --workers or the resources per worker") from exc
+        if kind == "WorkerGroupStartupFailedError":  # not a timeout: the workers failed to start, say why
+            raise ValueError(f"{asked}: Ray Train's worker group failed to start: {kind}: {lines[0]}") from exc
         raise ValueError(
             f"{asked}: Ray Train could not start the worker group within --start-timeout {config.start_timeout:g} "
             f"min ({start_retries(config) + 1} attempts of {start_attempt_s():g} s, {START_TIMEOUT_ENV}): {kind}: "

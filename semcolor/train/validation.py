@@ -22,6 +22,7 @@ from semcolor.model.config import DEFAULT_VIVIDNESS, LossConfig
 from semcolor.model.losses import multitask_loss
 from semcolor.model.metrics import ColorAccumulator, SegmentationAccumulator
 from semcolor.model.network import SegColorModel
+from semcolor.train.forward import forward
 
 _COLOR_LEN = len(ColorAccumulator().to_tensor())
 
@@ -85,15 +86,15 @@ def rgb_from_l_ab(l_input: Tensor, ab: Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def validate_batch(model: SegColorModel, rgb: Tensor, mask: Tensor, totals: ValidationTotals,
-                   loss_config: LossConfig, vividness: float = DEFAULT_VIVIDNESS) -> None:
+                   loss_config: LossConfig, vividness: float = DEFAULT_VIVIDNESS, amp: torch.dtype | None = None,
+                   channels_last: bool = False) -> None:
     """Add one batch (rgb uint8 (B, S, S, 3), mask uint8 (B, S, S), on the model's device) to ``totals``; colors
-    decoded at ``vividness``.
+    decoded at ``vividness``; the forward at the training's precision ``amp`` and memory format.
 
     ``model`` is in eval mode and not DDP-wrapped (no collectives inside). Truth is the batch's own RGB.
     """
     batch = preprocess_batch(rgb, mask, totals.n_classes, train=False)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["l"].device.type == "cuda"):
-        seg_logits, color_raw = model(batch["l"])
+    seg_logits, color_raw = forward(model, batch["l"], amp, channels_last)
     loss, parts = multitask_loss(seg_logits, color_raw, batch["target"], batch["ab"], loss_config, model.color_head)
     ab = model.decode_ab(color_raw, *batch["l"].shape[-2:], vividness)
     b = rgb.shape[0]
@@ -105,7 +106,8 @@ def validate_batch(model: SegColorModel, rgb: Tensor, mask: Tensor, totals: Vali
 
 
 def validate(model: SegColorModel, batches: Iterable[dict[str, Tensor]], n_classes: int, loss_config: LossConfig,
-             rank: int = 0, world_size: int = 1) -> ValidationTotals:
+             rank: int = 0, world_size: int = 1, amp: torch.dtype | None = None, channels_last: bool = False
+             ) -> ValidationTotals:
     """This worker's share of validation: batch ``i`` is evaluated when ``i % world_size == rank``.
 
     Every worker iterates the same (unsplit, materialized, key-sorted) batches, so the shares are disjoint and
@@ -118,7 +120,8 @@ def validate(model: SegColorModel, batches: Iterable[dict[str, Tensor]], n_class
     try:
         for i, batch in enumerate(batches):
             if i % world_size == rank:
-                validate_batch(model, batch["rgb"], batch["mask"], totals, loss_config)
+                validate_batch(model, batch["rgb"], batch["mask"], totals, loss_config, amp=amp,
+                               channels_last=channels_last)
     finally:
         model.train(was_training)
     return totals
