@@ -22,6 +22,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Keep Ray quiet and small on a 2-core machine.
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two lanes side by side on 2 cores: each lane's own torch work gets one thread. With torch's
+    # default (one per core) both lanes' OpenMP teams spin-wait for cores the other lane holds: a 10-s CPU test
+    # took 70-105 s beside the other lane. (Ray workers the tests start set their own threads.)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
