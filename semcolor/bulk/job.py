@@ -65,6 +65,8 @@ DUPLICATE_KEY = "duplicate_key"
 L_CARRY, L_REDECODE = "carry", "redecode"
 L_PATHS = (L_CARRY, L_REDECODE)
 """How the merge stage gets a source's full-resolution lightness (``--full-res-l``)."""
+JPEG_DECODERS = ("auto", "cpu", "actor")
+"""Where JPEG sources are decoded (``--jpeg-decode``)."""
 
 
 @dataclass(kw_only=True)
@@ -102,6 +104,12 @@ class ColorizeConfig:
                              "actors: no second read) or redecode (the merge stage reads and decodes the source "
                              "again: one more GET and decode per image, and the model actors' links carry only "
                              "model-size arrays, for GPU nodes whose network sets the pace on large scans)")
+    jpeg_decode: str = option("auto", choices=JPEG_DECODERS, help="where JPEG sources are decoded: cpu (the decode "
+                              "tasks, Pillow), actor (the model actors, in one batch on their device: nvJPEG on a "
+                              "GPU, so a GPU node's CPUs only read bytes; Pillow for what nvJPEG refuses and for other "
+                              "formats), or auto (actor when --gpus-per-actor > 0, else cpu). The actor layout always "
+                              "carries the full-resolution lightness back from the actor (--full-res-l has no effect "
+                              "on JPEGs)")
 
     def __post_init__(self) -> None:
         extension_of(self.format)
@@ -117,6 +125,8 @@ class ColorizeConfig:
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
         if self.full_res_l not in L_PATHS:
             raise ValueError(f"full_res_l must be one of {list(L_PATHS)}; got {self.full_res_l!r}")
+        if self.jpeg_decode not in JPEG_DECODERS:
+            raise ValueError(f"jpeg_decode must be one of {list(JPEG_DECODERS)}; got {self.jpeg_decode!r}")
         if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
             raise ValueError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
         if self.size is not None and self.size < 32:
@@ -128,6 +138,11 @@ class ColorizeConfig:
     def ext(self) -> str:
         """The output files' extension."""
         return extension_of(self.format)
+
+    @property
+    def decodes_jpeg_in_actor(self) -> bool:
+        """JPEG sources are decoded by the model actors (``--jpeg-decode actor``, or auto with GPU actors)."""
+        return self.jpeg_decode == "actor" or (self.jpeg_decode == "auto" and self.gpus_per_actor > 0)
 
     @property
     def actor_range(self) -> int | tuple[int, int]:
@@ -386,14 +401,16 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
         ds = ds.map_batches(decode_rows, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                             fn_kwargs={"size": size, "max_pixels": int(config.max_pixels),
                                        "io_threads": config.io_threads, "s3": s3,
-                                       "carry_l8": config.full_res_l == L_CARRY},
+                                       "carry_l8": config.full_res_l == L_CARRY,
+                                       "defer_jpeg": config.decodes_jpeg_in_actor},
                             udf_modifying_row_count=False)
         ds = ds.map_batches(model_stage or ColorizeActor, batch_size=batch_size, batch_format="numpy",
                             compute=compute, num_cpus=cpus_per_actor, num_gpus=gpus,
                             memory=actor_memory(batch_size, size),
                             fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
                                                    "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
-                                                   "vividness": config.vividness, "backend": config.backend},
+                                                   "vividness": config.vividness, "backend": config.backend,
+                                                   "max_pixels": int(config.max_pixels)},
                             udf_modifying_row_count=False,
                             runtime_env={"env_vars": actor_env} if actor_env else None)
         ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,

@@ -47,9 +47,10 @@ from semcolor.core.decode import (
     READ_ERROR,
     DataError,
     decode_image,
+    open_image,
 )
 from semcolor.core.encode import encode_mask, encode_rgb
-from semcolor.core.lightness import prepare_l8, rgb_to_l8
+from semcolor.core.lightness import prepare_l8, resize_l8, rgb_to_l8
 from semcolor.core.refine import DEFAULT_REFINE
 
 DECODE_FAILED = "decode_failed"
@@ -58,11 +59,15 @@ WRITE_ERROR = "write_error"
 
 
 def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_threads: int = 8,
-                s3: storage.S3Options | None = None, carry_l8: bool = True) -> dict[str, np.ndarray]:
+                s3: storage.S3Options | None = None, carry_l8: bool = True, defer_jpeg: bool = False
+                ) -> dict[str, np.ndarray]:
     """Stage 1. In: ``key``, ``source``, ``output``, ``mask``, ``status``, ``kind``, ``reason`` (rows may
     arrive already failed, e.g. duplicate keys). Out: the stage columns of the module docstring up to ``small``.
     ``s3``: the driver's S3 settings (workers may have started with another environment). ``carry_l8`` False:
-    ``l8`` stays empty (the merge stage decodes the source again).
+    ``l8`` stays empty (the merge stage decodes the source again). ``defer_jpeg``: a JPEG whose header is sound
+    and within ``max_pixels`` is not decoded here: its bytes go on in ``jpeg`` for the model actor to decode on
+    its device (:mod:`semcolor.bulk.jpeg_decode`; ``width``, ``height``, ``small`` and ``l8`` are filled there);
+    other formats are decoded here as always.
     """
     n = len(batch["key"])
     status = [str(s) for s in batch["status"]]
@@ -80,6 +85,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     source_bytes = np.zeros(n, dtype=np.int64)
     seconds = np.zeros(n, dtype=np.float64)
     colored = np.zeros(n, dtype=bool)
+    jpegs: list[bytes] = [b""] * n
     for i in todo:
         t_start, data, t_read = blobs[i]
         started = time.perf_counter()
@@ -89,13 +95,16 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
                 kinds[i], reasons[i] = READ_ERROR, f"cannot read {sources[i]}: {type(data).__name__}: {data}"
                 raise _RowFailed
             source_bytes[i] = len(data)
-            rgb = decode_image(data, max_pixels=max_pixels, key=key)
-            colored[i] = source_has_color(rgb)
-            l8, small[i] = prepare_l8(rgb, size)
-            del rgb
-            height[i], width[i] = l8.shape
-            if carry_l8:
-                l8s[i] = l8.tobytes()
+            if defer_jpeg and open_image(data, max_pixels, key).format == "JPEG":  # header checks only
+                jpegs[i] = data
+            else:
+                rgb = decode_image(data, max_pixels=max_pixels, key=key)
+                colored[i] = source_has_color(rgb)
+                l8, small[i] = prepare_l8(rgb, size)
+                del rgb
+                height[i], width[i] = l8.shape
+                if carry_l8:
+                    l8s[i] = l8.tobytes()
         except _RowFailed:
             status[i] = ERROR
         except DataError as exc:
@@ -110,7 +119,8 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
         "status": np.array(status, dtype=object), "kind": np.array(kinds, dtype=object),
         "reason": np.array(reasons, dtype=object), "width": width, "height": height,
         "source_bytes": source_bytes, "l8": np.array(l8s, dtype=object), "small": small,
-        "seconds": seconds, "object_store_bytes": carried, "source_color": colored,
+        "seconds": seconds, "object_store_bytes": carried + np.array([len(j) for j in jpegs], dtype=np.int64),
+        "source_color": colored, "jpeg": np.array(jpegs, dtype=object),
     }
 
 
@@ -126,10 +136,16 @@ class ColorizeActor:
     actor's node (:func:`semcolor.model.inference.resolve_backend`: onnxruntime on CPU for auto; then the actor
     never imports torch once the node has the export cached). Inference is deterministic
     (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
+
+    Rows whose JPEG bytes the decode stage passed on (``jpeg``, see :func:`decode_rows` ``defer_jpeg``) are decoded
+    here first, in one batch on the actor's device (nvJPEG on a GPU, :mod:`semcolor.bulk.jpeg_decode`; Pillow for
+    what it refuses); their ``l8``, ``small``, ``width``, ``height`` and ``source_color`` are filled, a file
+    neither decoder reads becomes an error row as in the decode stage, and the bytes go no further.
     """
 
     def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
-                 vividness: float | None = None, backend: str = "auto") -> None:
+                 vividness: float | None = None, backend: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> None:
         from semcolor.model.inference import load_colorizer, resolve_backend
 
         if device == "cuda":  # a node can declare a GPU it cannot use: say so here, not deep in torch
@@ -149,8 +165,36 @@ class ColorizeActor:
         self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads)
         self.size = size
         self.vividness = vividness
+        self.decode_device = "cuda" if device == "cuda" else "cpu"
+        self.max_pixels = max_pixels
+
+    def _decode_jpegs(self, batch: dict[str, np.ndarray]) -> None:
+        """Decode the rows carrying ``jpeg`` bytes on this actor's device; replaces their stage columns."""
+        from semcolor.bulk.jpeg_decode import decode_to_l8
+
+        rows = [i for i, data in enumerate(batch["jpeg"]) if len(data) and batch["status"][i] == OK]
+        started = time.perf_counter()
+        decoded = decode_to_l8([bytes(batch["jpeg"][i]) for i in rows], [str(batch["key"][i]) for i in rows],
+                               self.decode_device, self.max_pixels)
+        share = (time.perf_counter() - started) / max(1, len(rows))
+        columns = {name: np.array(batch[name]) for name in ("status", "kind", "reason", "small", "height",
+                                                             "width", "source_color", "l8", "seconds")}
+        for i, result in zip(rows, decoded):  # a writable copy of each column (Ray's batches may be read-only)
+            columns["seconds"][i] += share
+            if result.error is not None:
+                columns["status"][i], columns["kind"][i] = ERROR, result.error.kind
+                columns["reason"][i] = result.error.reason
+                continue
+            columns["small"][i] = resize_l8(result.l8, self.size)
+            columns["height"][i], columns["width"][i] = result.l8.shape
+            columns["source_color"][i] = result.color
+            columns["l8"][i] = result.l8.tobytes()
+        batch.update(columns)
+        batch["jpeg"] = np.array([b""] * len(columns["l8"]), dtype=object)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "jpeg" in batch and any(len(data) for data in batch["jpeg"]):
+            self._decode_jpegs(batch)
         started = time.perf_counter()
         small = batch["small"]  # kept: the merge's guided upsampling uses it as its model-size guide
         n = len(small)

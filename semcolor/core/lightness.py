@@ -28,7 +28,7 @@ L_BAND_PIXELS = 1 << 18
 """RGB -> L works in row bands of about 0.25 MP: bounded memory, warm caches."""
 
 
-def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel lookup tables uint8 -> float32 contribution to CIE Y (linearised sRGB x XYZ row Y)."""
     v = np.arange(256, dtype=np.float64) / 255.0
     linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
@@ -36,7 +36,7 @@ def _srgb_luminance_luts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple((linear * w).astype(np.float32) for w in RGB_TO_XYZ[1])  # type: ignore[return-value]
 
 
-_Y_LUTS = _srgb_luminance_luts()
+_Y_LUTS = srgb_luminance_luts()
 
 
 def _luminance_to_l8(y: np.ndarray) -> np.ndarray:
