@@ -48,7 +48,7 @@ def test_version_1_regression_checkpoint_still_loads_and_runs(tmp_path):
     and colorize as before."""
     from semcolor.model.inference import load_colorizer
 
-    config = ModelConfig(arch="unet", input_size=64, color_head="regression")
+    config = ModelConfig(arch="unet", input_size=64, color_head="regression", seg_stride=4)  # as version 1 was
     model = build_model(config).eval()
     url = str(tmp_path / "old")
     checkpoint.save(model, config, url)

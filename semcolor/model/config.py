@@ -84,7 +84,7 @@ class ModelConfig:
     """The color head also sees the segmentation head's probabilities (the segmentation -> color link)."""
     rebalance: float = 0.8
     """The bins head's rebalancing mix: its loss weighs targets by it, its decoding undoes or redoes those weights."""
-    seg_stride: int = 4
+    seg_stride: int = 1
     """Stride of the segmentation logits (one of :data:`SEG_STRIDES`): 4 = the decoder's 1/4 resolution, 2 = half,
     1 = full resolution (finer masks that can follow an edge)."""
     version: int = 3

@@ -71,11 +71,11 @@ class TrainConfig:
     seg_to_color: bool = option(False, help="feed the segmentation probabilities to the color head (the "
                                 "segmentation -> color link)")
     color_loss: str = option("mse", choices=COLOR_LOSSES, help="regression head: its loss on AB")
-    seg_stride: int = option(4, choices=SEG_STRIDES, help="stride of the segmentation logits: 4 = at the decoder's "
+    seg_stride: int = option(1, choices=SEG_STRIDES, help="stride of the segmentation logits: 4 = at the decoder's "
                              "1/4 resolution with the color head, 2 = one more light stage on the encoder's "
                              "stride-2 features, 1 = and one at full resolution on the L image (masks that follow "
                              "edges)")
-    mask_loss: str = option("none", choices=MASK_LOSSES, help="a region term beside the segmentation "
+    mask_loss: str = option("lovasz", choices=MASK_LOSSES, help="a region term beside the segmentation "
                             "cross-entropy, scored per image: dice, or lovasz (Lovasz-softmax, a surrogate of the "
                             "IoU), or none")
     mask_loss_weight: float = option(1.0, help="weight of --mask-loss relative to the cross-entropy")
