@@ -65,7 +65,7 @@ class DemoSettings:
 
 FULL = DemoSettings(synth_n=256, synth_size=64, epochs=12, batch_size=8, lr=2e-3,
                     photos=PHOTOS, scans=6, scan_size=256)
-FAST = DemoSettings(synth_n=96, synth_size=64, epochs=5, batch_size=8, lr=2e-3,
+FAST = DemoSettings(synth_n=96, synth_size=64, epochs=8, batch_size=8, lr=3e-3,
                     photos=("astronaut",), scans=3, scan_size=128)
 SCAN_SEED = 1
 """Scans come from another seed than the training pairs (seed 0): unseen images of the same world."""
