@@ -56,3 +56,38 @@ def test_a_trained_run_is_reused_only_for_the_same_training(tmp_path: Path) -> N
     found = _trained_run(str(tmp_path), row, same)
     assert found is not None and found[1] == 3 and found[2] == pytest.approx(1.5)
     assert _trained_run(str(tmp_path), row, TrainConfig(**{**trained.to_dict(), "batch_size": 16})) is None
+
+
+def test_an_unfinished_run_is_resumed_by_name_only_for_the_same_training(tmp_path: Path) -> None:
+    """A row's run stopped midway (epoch checkpoints, no best) is resumed under its own name when it trains what the
+    row asks; a finished run, another row's run or another protocol's are not."""
+    import torch
+
+    from semcolor.benchmarks.quality import ROWS, _unfinished_run
+    from semcolor.model import checkpoint
+    from semcolor.model.config import ModelConfig
+    from semcolor.model.network import build_model
+    from semcolor.train.config import TrainConfig
+
+    row, other = ROWS[0], ROWS[1]
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=32)
+    model = build_model(config)
+
+    def stopped_run(name: str, batch_size: int, finished: bool = False) -> None:
+        trained = TrainConfig(images="i", masks="m", size=32, batch_size=batch_size, name=name)
+        for epoch in (0, 1):
+            checkpoint.save(model, config, str(tmp_path / "runs" / name / f"checkpoint_epoch000{epoch}"),
+                            extra={"epoch": epoch, "train_config": trained.to_dict()})
+        if finished:
+            checkpoint.save(model, config, str(tmp_path / "runs" / name / "best"),
+                            extra={"epoch": 1, "train_config": trained.to_dict()})
+
+    wanted = TrainConfig(images="i", masks="m", size=32, batch_size=32, name="new", storage="elsewhere")
+    assert _unfinished_run(str(tmp_path), row, wanted) is None  # no runs folder yet
+    stopped_run(f"quality-{row.name}-20260101-000000", 16)  # another batch size
+    stopped_run(f"quality-{row.name}-20260102-000000", 32, finished=True)
+    stopped_run(f"quality-{other.name}-20260103-000000", 32)
+    assert _unfinished_run(str(tmp_path), row, wanted) is None
+    stopped_run(f"quality-{row.name}-20260104-000000", 32)
+    assert _unfinished_run(str(tmp_path), row, wanted) == f"quality-{row.name}-20260104-000000"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,26 @@ def _trained_run(work: str, row: Row, wanted: Any) -> tuple[str, int, float, Any
     return None
 
 
+def _unfinished_run(work: str, row: Row, wanted: Any) -> str | None:
+    """The name of a run of ``row`` in ``work`` that was stopped before it finished (checkpoints, no ``best``) and
+    trains what ``wanted`` trains, or None: training under that name resumes it from its latest checkpoint (Ray Train
+    restores a run by name) instead of starting over."""
+    from semcolor.model.checkpoint import load_config
+    from semcolor.train.config import TrainConfig
+
+    runs = Path(work) / "runs"  # a local folder
+    if not runs.is_dir():
+        return None
+    for path in sorted(runs.iterdir(), reverse=True):  # the newest first
+        checkpoints = sorted(path.glob("checkpoint_epoch*"))
+        if not (path.name.startswith(f"quality-{row.name}-2") and checkpoints and not (path / "best").exists()):
+            continue
+        _, extra = load_config(str(checkpoints[-1]))
+        if _training(TrainConfig.from_dict(extra["train_config"])) == _training(wanted):
+            return path.name
+    return None
+
+
 def _training(config: Any) -> dict[str, Any]:
     """What a TrainConfig trains (its name and where it is stored left out)."""
     return {k: v for k, v in config.to_dict().items() if k not in ("name", "storage")}
@@ -180,10 +201,16 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
     done = _trained_run(work, row, config)
     if done is None:
+        unfinished = _unfinished_run(work, row, config)
+        if unfinished is not None:
+            print(f"[quality] row {row.name}: resuming the unfinished run {unfinished}", flush=True)
+            config = dataclasses.replace(config, name=unfinished)
         started = time.perf_counter()
         result = fit(config)
         best, best_epoch = result.best_checkpoint, result.best_epoch
         train_minutes = (time.perf_counter() - started) / 60.0
+        if unfinished is not None:  # the epochs of both parts, as a reused run counts them
+            train_minutes = sum(h["train_time_s"] + h["val_time_s"] for h in result.history) / 60.0
     else:
         best, best_epoch, train_minutes, config = done
         print(f"[quality] row {row.name}: reusing the run trained in {best}", flush=True)
