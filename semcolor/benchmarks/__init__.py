@@ -34,8 +34,9 @@ class BenchOptions:
                          "with one GPU in the pipeline (its figures are per GPU)")
     photos_data: str | None = option(None, help="quality: the photos without masks of the rows that train with them "
                                      "(default: photos-unlabeled in ../shared beside the checkout)")
-    work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder (default: "
-                              "a temporary folder, removed at the end)")
+    work: str | None = option(None, help="quality: keep the training runs and evaluations in this folder: a rerun "
+                              "reuses what is finished there and resumes a run stopped midway (default: a temporary "
+                              "folder, removed at the end)")
     rows: str | None = option(None, help="quality: comma-separated names of the trained rows to run (default all); "
                               "plan: some of plan,first_output,rerun; colorize: 'resolution' for the per-resolution "
                               "stage costs alone (OUT/colorize-resolution.json)")
