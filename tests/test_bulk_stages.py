@@ -181,3 +181,33 @@ def test_the_decode_stage_tells_colour_sources_from_gray_ones(tmp_path):
            "status": ["ok", "ok"], "kind": ["", ""], "reason": ["", ""]}
     out = stages.decode_rows({k: np.array(v, dtype=object) for k, v in row.items()}, size=32, max_pixels=10**8)
     assert list(out["source_color"]) == [False, True]
+
+
+def test_the_decode_stage_decodes_a_row_while_later_rows_are_still_read(tmp_path, monkeypatch):
+    """The last source's read waits until the first row was decoded: decoding only after every read ended would
+    never meet it (the read would time out and be that row's error)."""
+    first_decoded = threading.Event()
+    read, decode = storage.read_bytes_or_error, stages.decode_image
+
+    def read_after_the_first_decode(url, s3=None):
+        if url.endswith("2.png") and not first_decoded.wait(timeout=20):
+            return TimeoutError("the first row was not decoded while this read was in flight")
+        return read(url, s3=s3)
+
+    def decode_and_tell(data, max_pixels, key):
+        image = decode(data, max_pixels=max_pixels, key=key)
+        first_decoded.set()
+        return image
+
+    monkeypatch.setattr(storage, "read_bytes_or_error", read_after_the_first_decode)
+    monkeypatch.setattr(stages, "decode_image", decode_and_tell)
+    for i in range(3):
+        Image.fromarray(np.full((20, 30), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    keys = ["0", "1", "2"]
+    row = {"key": keys, "source": [str(tmp_path / f"{k}.png") for k in keys], "output": [""] * 3, "mask": [""] * 3,
+           "status": ["ok"] * 3, "kind": [""] * 3, "reason": [""] * 3}
+    out = stages.decode_rows({k: np.array(v, dtype=object) for k, v in row.items()}, size=16, max_pixels=10**8,
+                             io_threads=3)
+    assert list(out["status"]) == ["ok"] * 3, list(out["reason"])
+    assert [int(s.max()) for s in out["small"]] == [int(rgb_to_l8(np.full((1, 1, 3), 40 * i, np.uint8))[0, 0])
+                                                    for i in range(3)]

@@ -1,6 +1,7 @@
 """The three Ray Data stages of bulk colorization, as plain functions / a class (testable without Ray).
 
-1. :func:`decode_rows` (CPU tasks): read bytes (threaded, for object-store latency), decode with EXIF
+1. :func:`decode_rows` (CPU tasks): read bytes (threaded, for object-store latency; each row is decoded as its read
+   ends, while the later rows are still read), decode with EXIF
    orientation (:func:`semcolor.core.decode.decode_image`), keep the full-resolution lightness as compact uint8
    ``l8`` bytes and a model-size copy ``small``.
 2. :class:`ColorizeActor` (actor pool, one model load per actor): ``small`` -> ``ab8`` + ``fg8`` at model size.
@@ -75,9 +76,6 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     reasons = [str(r) for r in batch["reason"]]
     sources = [str(s) for s in batch["source"]]
     todo = [i for i in range(n) if status[i] == OK]
-    with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(todo) or 1))) as pool:
-        blobs = dict(zip(todo, pool.map(lambda i: (time.perf_counter(), storage.read_bytes_or_error(sources[i], s3=s3),
-                                                   time.perf_counter()), todo)))
     small = np.zeros((n, size, size), dtype=np.uint8)
     l8s: list[bytes] = [b""] * n
     width = np.zeros(n, dtype=np.int32)
@@ -86,33 +84,35 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, max_pixels: int, io_thr
     seconds = np.zeros(n, dtype=np.float64)
     colored = np.zeros(n, dtype=bool)
     jpegs: list[bytes] = [b""] * n
-    for i in todo:
-        t_start, data, t_read = blobs[i]
-        started = time.perf_counter()
-        key = str(batch["key"][i])
-        try:
-            if isinstance(data, Exception):
-                kinds[i], reasons[i] = READ_ERROR, f"cannot read {sources[i]}: {type(data).__name__}: {data}"
-                raise _RowFailed
-            source_bytes[i] = len(data)
-            if defer_jpeg and open_image(data, max_pixels, key).format == "JPEG":  # header checks only
-                jpegs[i] = data
-            else:
-                rgb = decode_image(data, max_pixels=max_pixels, key=key)
-                colored[i] = source_has_color(rgb)
-                l8, small[i] = prepare_l8(rgb, size)
-                del rgb
-                height[i], width[i] = l8.shape
-                if carry_l8:
-                    l8s[i] = l8.tobytes()
-        except _RowFailed:
-            status[i] = ERROR
-        except DataError as exc:
-            status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
-        except Exception as exc:  # a decoder bug or MemoryError on one file must not stop the archive
-            status[i], kinds[i] = ERROR, DECODE_FAILED
-            reasons[i] = f"unexpected {type(exc).__name__} while decoding: {exc}"
-        seconds[i] = (t_read - t_start) + (time.perf_counter() - started)
+    with ThreadPoolExecutor(max_workers=max(1, min(io_threads, len(todo) or 1))) as pool:
+        reads = pool.map(lambda i: (time.perf_counter(), storage.read_bytes_or_error(sources[i], s3=s3),
+                                    time.perf_counter()), todo)
+        for i, (t_start, data, t_read) in zip(todo, reads):  # decoded as its read ends, beside later reads
+            started = time.perf_counter()
+            key = str(batch["key"][i])
+            try:
+                if isinstance(data, Exception):
+                    kinds[i], reasons[i] = READ_ERROR, f"cannot read {sources[i]}: {type(data).__name__}: {data}"
+                    raise _RowFailed
+                source_bytes[i] = len(data)
+                if defer_jpeg and open_image(data, max_pixels, key).format == "JPEG":  # header checks only
+                    jpegs[i] = data
+                else:
+                    rgb = decode_image(data, max_pixels=max_pixels, key=key)
+                    colored[i] = source_has_color(rgb)
+                    l8, small[i] = prepare_l8(rgb, size)
+                    del rgb
+                    height[i], width[i] = l8.shape
+                    if carry_l8:
+                        l8s[i] = l8.tobytes()
+            except _RowFailed:
+                status[i] = ERROR
+            except DataError as exc:
+                status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
+            except Exception as exc:  # a decoder bug or MemoryError on one file must not stop the archive
+                status[i], kinds[i] = ERROR, DECODE_FAILED
+                reasons[i] = f"unexpected {type(exc).__name__} while decoding: {exc}"
+            seconds[i] = (t_read - t_start) + (time.perf_counter() - started)
     carried = np.array([len(b) for b in l8s], dtype=np.int64) + size * size
     return {
         "key": batch["key"], "source": batch["source"], "output": batch["output"], "mask": batch["mask"],
