@@ -111,6 +111,15 @@ def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any])
             "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
 
 
+def _row_runs(work: str, row: Row) -> list[Path]:
+    """The run folders of ``row`` under ``work/runs`` (a local folder), oldest first (their names end in a
+    timestamp)."""
+    runs = Path(work) / "runs"
+    if not runs.is_dir():
+        return []
+    return sorted(p for p in runs.iterdir() if p.name.startswith(f"quality-{row.name}-2"))
+
+
 def _trained_run(work: str, row: Row, wanted: Any) -> tuple[str, int, float, Any] | None:
     """A run of ``row`` already trained in ``work`` (``--work`` kept from an earlier run) with the TrainConfig
     ``wanted`` (all but its name and storage): (best checkpoint, best epoch, training minutes from its metrics, its
@@ -121,12 +130,9 @@ def _trained_run(work: str, row: Row, wanted: Any) -> tuple[str, int, float, Any
     from semcolor.model.checkpoint import load_config
     from semcolor.train.config import TrainConfig
 
-    runs = Path(work) / "runs"  # a local folder
-    if not runs.is_dir():
-        return None
-    for path in sorted(runs.iterdir()):
+    for path in _row_runs(work, row):
         run_dir = str(path)
-        if not (path.name.startswith(f"quality-{row.name}-2") and (path / "best").is_dir()):
+        if not (path / "best").is_dir():
             continue
         history = [json.loads(line) for line in storage.read_text(storage.join(run_dir, "metrics.jsonl")).splitlines()]
         minutes = sum(h["train_time_s"] + h["val_time_s"] for h in history) / 60.0
@@ -147,12 +153,9 @@ def _unfinished_run(work: str, row: Row, wanted: Any) -> str | None:
     from semcolor.model.checkpoint import load_config
     from semcolor.train.config import TrainConfig
 
-    runs = Path(work) / "runs"  # a local folder
-    if not runs.is_dir():
-        return None
-    for path in sorted(runs.iterdir(), reverse=True):  # the newest first
+    for path in reversed(_row_runs(work, row)):  # the newest first
         checkpoints = sorted(path.glob("checkpoint_epoch*"))
-        if not (path.name.startswith(f"quality-{row.name}-2") and checkpoints and not (path / "best").exists()):
+        if not checkpoints or (path / "best").exists():
             continue
         _, extra = load_config(str(checkpoints[-1]))
         if _training(TrainConfig.from_dict(extra["train_config"])) == _training(wanted):
