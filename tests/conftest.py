@@ -163,6 +163,19 @@ def s3_server() -> Iterator[dict]:
 
 
 @pytest.fixture
+def s3_request_log(s3_server: dict, tmp_path, monkeypatch) -> Iterator[str]:
+    """The S3 server behind the benchmarks' latency proxy (no delay) that logs every request: AWS_ENDPOINT_URL
+    points at the proxy while the test runs. Yields the log's path
+    (:func:`semcolor.benchmarks._latency_proxy.read_request_log` reads it)."""
+    from semcolor.benchmarks._latency_proxy import latency_proxy
+
+    log = str(tmp_path / "requests.log")
+    with latency_proxy(int(s3_server["endpoint"].rsplit(":", 1)[1]), 0.0, log) as (endpoint, _pid):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        yield log
+
+
+@pytest.fixture
 def s3_prefix(s3_server: dict) -> str:
     """A fresh s3:// prefix in the test bucket."""
     return f"s3://{s3_server['bucket']}/{uuid.uuid4().hex[:8]}"

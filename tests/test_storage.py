@@ -61,6 +61,28 @@ def test_s3_endpoint_explicit_beats_env(s3_server: dict, monkeypatch) -> None:
     assert storage.read_bytes(url) == b"ok"
 
 
+@pytest.mark.s3
+def test_s3_write_is_one_put_and_a_read_a_head_and_a_get(s3_request_log: str, s3_prefix: str) -> None:
+    """Each request is a round trip to the store: a body that fits one part goes up in one PUT, not a multipart
+    upload's three requests, and comes back in one GET after the HEAD that sizes it, not in 256 kB ranges."""
+    from semcolor.benchmarks._latency_proxy import read_request_log
+
+    url = storage.join(s3_prefix, "x.png")
+    data = os.urandom(3_000_000)  # a scan's size: more than one 256 kB range
+    storage.write_bytes(url, data)
+    key = "/" + url[len("s3://"):]
+    assert [(m, p) for _, m, p in read_request_log(s3_request_log)] == [("PUT", key)]
+    assert storage.read_bytes(url) == data
+    assert [(m, p) for _, m, p in read_request_log(s3_request_log)][1:] == [("HEAD", key), ("GET", key)]
+
+
+@pytest.mark.s3
+def test_s3_write_to_a_missing_bucket_fails_on_close(s3_request_log: str) -> None:
+    """With delayed open the stream sends nothing before it closes: the error comes then, still from write_bytes."""
+    with pytest.raises(OSError, match="no-such-bucket-semcolor"):
+        storage.write_bytes("s3://no-such-bucket-semcolor/x.png", b"data")
+
+
 def test_local_paths_are_absolute(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     storage.write_bytes("rel/x.png", b"1")

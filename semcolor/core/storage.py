@@ -106,8 +106,13 @@ def s3_options_for(urls: Iterable[str]) -> S3Options | None:
 
 @functools.lru_cache(maxsize=16)
 def _s3_filesystem(options: S3Options) -> pafs.S3FileSystem:
-    """One S3FileSystem per distinct settings in this process."""
-    kwargs: dict[str, object] = {}
+    """One S3FileSystem per distinct settings in this process.
+
+    ``allow_delayed_open``: an output stream sends nothing until it is written or closed, so a body that fits one
+    part goes up in one PUT (three requests otherwise: start, part, complete, each a round trip to the store);
+    an error such as a missing bucket is then raised when the stream closes, which every writer here waits for.
+    """
+    kwargs: dict[str, object] = {"allow_delayed_open": True}
     if options.endpoint:
         endpoint = options.endpoint
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -234,7 +239,9 @@ def read_bytes(url: str, retries: int = 3, backoff_s: float = 0.2, *, s3: S3Opti
     for attempt in range(retries + 1):
         try:
             fs, path = resolve(url, s3=s3)
-            with fs.open_input_stream(path, compression=None) as f:  # raw bytes, even for .gz
+            # a random-access file, read whole: raw bytes (never decompressed, even for .gz), and on S3 one HEAD
+            # and one GET; an input stream's read() GETs 256 kB ranges one after another (12 round trips for 3 MB)
+            with fs.open_input_file(path) as f:
                 return f.read()
         except PERMANENT_ERRORS:
             raise
