@@ -353,7 +353,10 @@ def test_bad_input_corpus_is_accounted_exactly(ray_local, tiny_checkpoint, tmp_p
 
 @pytest.mark.ray
 @pytest.mark.s3
-def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix, monkeypatch):
+def test_s3_to_s3(ray_local, tiny_checkpoint, s3_request_log, s3_prefix, monkeypatch):
+    """Every request is a round trip to the store: each output and each record file goes up in one PUT (no multipart
+    upload, no folder markers, no bucket checks per block), each source comes in one HEAD and one GET."""
+    from semcolor.benchmarks._latency_proxy import read_request_log
     from semcolor.bulk import job
     from semcolor.bulk.job import colorize
     from semcolor.bulk.records import record_files
@@ -366,8 +369,21 @@ def test_s3_to_s3(ray_local, tiny_checkpoint, s3_prefix, monkeypatch):
         buf = io.BytesIO()
         Image.fromarray(_rgb(h, w)).save(buf, format="JPEG")
         storage.write_bytes(storage.join(src, f"{key}.jpg"), buf.getvalue())
+    before = len(read_request_log(s3_request_log))
     summary = colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, format="webp")
     assert (summary.done, summary.failed) == (3, 0), summary.failure_examples
+    requests = read_request_log(s3_request_log)[before:]
+    methods = [method for _, method, _ in requests]
+    assert methods.count("DELETE") == 2  # the compaction removes the two record files (and Arrow keeps their folder)
+    requests = requests[:methods.index("DELETE")]  # the job's own work
+    assert not [target for _, method, target in requests if method == "PUT" and target.endswith("/")]  # markers
+    job_requests = Counter((method, target.split("?")[0].rsplit("/", 1)[0].split("/", 3)[-1])  # (method, folder)
+                           for _, method, target in requests)
+    assert job_requests[("GET", "scans")] == job_requests[("HEAD", "scans")] == 2  # a, c
+    assert job_requests[("PUT", "color")] == 2 and job_requests[("PUT", "color/masks")] == 2  # a, c
+    assert job_requests[("PUT", "color/deep")] == 1 and job_requests[("PUT", "color/masks/deep")] == 1  # deep/b
+    assert job_requests[("PUT", "color/_manifest")] == 2 + 1  # a record file per block of 2, then the compacted one
+    assert not [k for k in job_requests if k[0] == "POST"]  # no multipart upload, no batch delete
     for key, size in sizes.items():
         assert _size(storage.join(dst, f"{key}.webp")) == size
         assert _size(storage.join(dst, "masks", f"{key}.png")) == size

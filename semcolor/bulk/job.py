@@ -6,7 +6,7 @@ Pipeline (one streaming Ray Data job; stages in :mod:`semcolor.bulk.stages`)::
       -> read + decode + full-res uint8 L + model-size L      CPU tasks
       -> predict a/b + foreground at model size                actor pool (model loaded once per actor)
       -> upsample a/b, merge with full-res L, encode, write    CPU tasks, atomic writes
-      -> result records                                        write_parquet(DST/_manifest/)  (the final step)
+      -> result records                                        write_parquet(DST/_manifest/), in the same task
 
 Outputs: ``DST/<key>.<ext>`` at the source's exact (EXIF-oriented) size, optional ``DST/masks/<key>.png``,
 records ``DST/_manifest/*.parquet`` (columns in :mod:`semcolor.bulk.records`).
@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from semcolor.bulk.records import (
     COMPACT_ABOVE,
@@ -389,6 +390,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     batch_size = config.batch_size
     started = time.perf_counter()
     fs, path = storage.resolve(manifest_url(config.dst), s3=s3)  # the filesystem object carries the S3 settings
+    if not isinstance(fs, pafs.S3FileSystem):  # S3 has no folders
+        fs.create_dir(path, recursive=True)
     stage_cpu: Counter = Counter()
     planned = waves(todo.num_rows, batch_size)
     for number, (first, rows) in enumerate(planned, 1):
@@ -419,7 +422,13 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                                        "refine": config.refine, "io_threads": config.io_threads,
                                        "max_pixels": int(config.max_pixels)},
                             udf_modifying_row_count=False)
-        ds.write_parquet(path, filesystem=fs)
+        # The records' write asks for the merge task's CPUs, so Ray Data fuses it into that task: each block's
+        # records are written as its rows are. With the default 1 CPU it was an operator of its own that got a
+        # slot only when the stages upstream left one free: on 2 CPUs at the end of the run, where its record
+        # files went up one after another (a tail of round trips; a crash before then left outputs without
+        # records, redone on the rerun). The folder is made once above: else each block's write makes it again
+        # (on S3 two marker PUTs and two HEADs per block).
+        ds.write_parquet(path, filesystem=fs, try_create_dir=False, ray_remote_args={"num_cpus": task_cpus})
         stage_cpu.update(stage_cpu_seconds(ds))
     summary.seconds = time.perf_counter() - started
     summary.stage_cpu_seconds = dict(stage_cpu)
