@@ -61,6 +61,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ from PIL import Image
 
 from semcolor.benchmarks._bound import Bound, predict_bound, statistic, together
 from semcolor.benchmarks._cpu import cpu_seconds, ray_cpu_sampler
-from semcolor.benchmarks._latency_proxy import latency_proxy
+from semcolor.benchmarks._latency_proxy import latency_proxy, read_request_log
 from semcolor.benchmarks._local import moto_s3, upload
 from semcolor.benchmarks._report import stage_seconds, write_result
 from semcolor.bulk.records import read_records
@@ -233,6 +234,7 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
     if sampler is not None:
         sampler.start()
     threads_per_actor = None if gpus_per_actor else threads // actors
+    called = time.time()
     summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors), masks=False,  # NAIVE_WORK
                        threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor, backend=backend)
     cpu = sampler.stop() if sampler is not None else None
@@ -247,13 +249,33 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
         part = finished[q * n // 4:(q + 1) * n // 4]
         quarters.append(len(part) / (part[-1] - part[0]) if len(part) > 1 and part[-1] > part[0] else float("nan"))
     rows = max(1, summary.done + summary.failed)
+    returned = time.time()
     return {"actors": actors, "threads_per_actor": threads_per_actor, "gpus_per_actor": gpus_per_actor,
             "images": summary.done, "failed": summary.failed, "seconds": summary.seconds,
             "images_per_s": summary.images_per_s, "steady_p10_p90_images_per_s": steady,
             "steady_p10_p90_rows": i90 - i10, "steady_p10_p90_seconds": span, "quarter_images_per_s": quarters,
+            "timeline_s": _timeline(called, finished, returned, summary.seconds),
             "object_store_bytes_per_row": summary.object_store_bytes_per_row, "load": load,
             "cpu_s_per_image": None if cpu is None else cpu / rows, "cpu_scope": scope,
             "stage_cpu_s_per_image": {k: v / rows for k, v in summary.stage_cpu_seconds.items()}}
+
+
+def _timeline(called: float, finished: np.ndarray, returned: float, job_seconds: float) -> dict[str, float]:
+    """Where a run's wall time went (unix times in): ``before_first_row`` from the call to the first row finished
+    (planning, actor start-up, the first blocks through every stage), ``rows`` from the first to the last row
+    finished, ``after_last_row`` from then to the call's return (the last records written, the run's own checks),
+    and ``outside_job`` the part of the call outside the job's ``seconds`` (listing inputs and done keys before it,
+    reading the records after)."""
+    if not len(finished):
+        return {}
+    return {"before_first_row": float(finished[0] - called), "rows": float(finished[-1] - finished[0]),
+            "after_last_row": float(returned - finished[-1]), "outside_job": float(returned - called - job_seconds)}
+
+
+def requests_per_image(requests: list[tuple[float, str, str]], images: int) -> dict[str, float]:
+    """Requests by method over ``images`` (the latency proxy's log of one run, :func:`read_request_log`)."""
+    counts = Counter(method for _, method, _ in requests)
+    return {method: counts[method] / max(1, images) for method in sorted(counts)}
 
 
 def _fmt(v: float | str | None) -> str:
@@ -319,6 +341,14 @@ def _print_table(result: dict) -> None:
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+        if p.get("requests_per_image"):
+            counts = ", ".join(f"{method} {n:.2f}" for method, n in p["requests_per_image"].items())
+            print(f"{name}: requests per image: {counts}")
+        if p.get("timeline_s"):
+            t = p["timeline_s"]
+            print(f"{name}: seconds before the first row finished {t['before_first_row']:.1f}, first to last row "
+                  f"{t['rows']:.1f}, after the last row {t['after_last_row']:.1f} (outside the job's own seconds "
+                  f"{t['outside_job']:.1f})")
     _print_resolution(result["resolution"])
 
 
@@ -501,7 +531,8 @@ def run(args: argparse.Namespace) -> int:
                     (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 b4 = bound("after pipeline s3")
                 around["pipeline_s3"] = (b3 + b4) / 2
-                with latency_proxy(moto_port, S3_LATENCY_S) as (endpoint, _):
+                request_log = str(work / "requests.log")
+                with latency_proxy(moto_port, S3_LATENCY_S, request_log) as (endpoint, _):
                     os.environ["AWS_ENDPOINT_URL"] = endpoint  # moto_s3 puts the direct endpoint back at its end
                     print(f"measuring the pipeline s3 -> s3 with {S3_LATENCY_S * 1e3:.0f} ms per request ...",
                           flush=True)
@@ -509,6 +540,8 @@ def run(args: argparse.Namespace) -> int:
                                                               args.batch_size, args.threads, best_actors, args.backend,
                                                               gpus)
                     result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
+                result["pipeline_s3_latency"]["requests_per_image"] = requests_per_image(
+                    read_request_log(request_log), result["pipeline_s3_latency"]["images"])
                 around["pipeline_s3_latency"] = (b4 + bound("after pipeline s3 latency")) / 2
         result["bounds"] = bounds
         result["bound"] = {"images_per_s": float(np.median([b["images_per_s"] for b in bounds])),

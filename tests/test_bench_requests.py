@@ -1,0 +1,88 @@
+"""What `bench colorize --s3` reports of a run beside its rates: the latency proxy's request log, requests per image,
+and where the wall time went (before the first row, between the first and last, after the last)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semcolor.benchmarks._latency_proxy import read_request_log, request_line
+from semcolor.benchmarks.colorize import _timeline, requests_per_image
+from semcolor.core import storage
+from semcolor.model import checkpoint
+from semcolor.model.config import ModelConfig
+from semcolor.model.network import build_model
+
+
+def test_request_line_is_the_method_and_target_of_a_request_start_only():
+    start = b"PUT /b/out/x.png?partNumber=1 HTTP/1.1\r\nHost: h\r\n\r\nbody"
+    assert request_line(start) == "PUT /b/out/x.png?partNumber=1"
+    assert request_line(b"HEAD /b/in/a.jpg HTTP/1.1\r\n") == "HEAD /b/in/a.jpg"
+    assert request_line(b"fff4\r\n\x00\x01binary body after a 100 Continue") is None
+    assert request_line(b"") is None
+
+
+def test_the_log_reads_back_and_counts_per_image(tmp_path):
+    log = tmp_path / "requests.log"
+    log.write_text("100.5000 HEAD /b/in/a.jpg\n100.5100 GET /b/in/a.jpg\n100.6000 PUT /b/out/a.png\n"
+                   "100.7000 HEAD /b/in/c.jpg\n100.7100 GET /b/in/c.jpg\n100.8000 PUT /b/out/c.png\n"
+                   "101.0000 PUT /b/out/_manifest/r-0.parquet\n\n")
+    requests = read_request_log(str(log))
+    assert requests[0] == (100.5, "HEAD", "/b/in/a.jpg") and len(requests) == 7
+    assert requests_per_image(requests, 2) == {"GET": 1.0, "HEAD": 1.0, "PUT": 1.5}
+    assert requests_per_image([], 0) == {}
+
+
+def test_timeline_splits_the_call_at_the_first_and_last_row():
+    """Called at 10 s, rows finished at 14, 15 and 20 s, returned at 23 s; the job counted 9 of those 13 s."""
+    timeline = _timeline(10.0, np.array([14.0, 15.0, 20.0]), 23.0, 9.0)
+    assert timeline == {"before_first_row": 4.0, "rows": 6.0, "after_last_row": 3.0, "outside_job": 4.0}
+    assert sum(timeline[k] for k in ("before_first_row", "rows", "after_last_row")) == 23.0 - 10.0
+    assert _timeline(10.0, np.array([]), 11.0, 1.0) == {}
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_the_s3_measures_at_small_size_behind_the_latency_proxy(ray_local, s3_server, tmp_path, monkeypatch,
+                                                                 record_property):
+    """`bench colorize --s3`'s two S3 measures on 24 photos: directly, then with 30 ms held per request. The ratio
+    is printed, not asserted (timing is the benchmark's); what each row costs in round trips is asserted: one HEAD
+    and one GET per source, one PUT per output, one PUT per block's record file, nothing else on the way."""
+    from semcolor.benchmarks._latency_proxy import latency_proxy
+    from semcolor.benchmarks.colorize import _pipeline
+    from semcolor.bulk.job import export_for_cpu_actors
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="unet", input_size=64)
+    ckpt = checkpoint.save(build_model(config), config, str(tmp_path / "model"))
+    prefix = f"s3://{s3_server['bucket']}/bench-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (48 + i, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+        storage.write_bytes(f"{prefix}/src/p{i:02d}.jpg", buf.getvalue())
+    export_for_cpu_actors(ckpt, "onnxruntime")  # both measures find the export made (the first run makes it)
+    direct = _pipeline(f"{prefix}/src", f"{prefix}/direct", ckpt, 64, 8, 2, 2, "onnxruntime")
+    log = str(tmp_path / "requests.log")
+    with latency_proxy(int(s3_server["endpoint"].rsplit(":", 1)[1]), 0.03, log) as (endpoint, _):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        held = _pipeline(f"{prefix}/src", f"{prefix}/held", ckpt, 64, 8, 2, 2, "onnxruntime")
+    ratio = held["images_per_s"] / direct["images_per_s"]
+    record_property("s3_latency_over_s3", ratio)
+    print(f"s3 -> s3 with 30 ms per request over s3 -> s3, 24 photos: {ratio:.2f}")
+    assert direct["images"] == held["images"] == 24 and direct["failed"] == held["failed"] == 0
+
+    base = "/" + prefix[len("s3://"):]
+    counts = Counter((method, target.split("?")[0].rsplit("/", 1)[0]) for _, method, target in read_request_log(log))
+    assert counts[("HEAD", f"{base}/src")] == counts[("GET", f"{base}/src")] == 24
+    assert counts[("PUT", f"{base}/held")] == 24
+    assert counts[("PUT", f"{base}/held/_manifest")] == 3  # blocks of 8
+    assert sum(n for (method, _), n in counts.items() if method == "PUT") == 24 + 3  # no folder markers
+    assert not [key for key in counts if key[0] in ("POST", "DELETE")]  # no multipart upload, no compaction
+    assert held["timeline_s"]["rows"] >= 0 and held["timeline_s"]["before_first_row"] > 0
