@@ -372,6 +372,8 @@ def test_s3_to_s3(ray_local, tiny_checkpoint, s3_request_log, s3_prefix, monkeyp
     before = len(read_request_log(s3_request_log))
     summary = colorize(src, dst, tiny_checkpoint, batch_size=2, masks=True, format="webp")
     assert (summary.done, summary.failed) == (3, 0), summary.failure_examples
+    assert "MapBatches(merge_encode_write)->Write" in summary.stage_cpu_seconds  # records written in the merge task
+    assert "Write" not in summary.stage_cpu_seconds
     requests = read_request_log(s3_request_log)[before:]
     methods = [method for _, method, _ in requests]
     assert methods.count("DELETE") == 2  # the compaction removes the two record files (and Arrow keeps their folder)
