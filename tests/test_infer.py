@@ -376,15 +376,18 @@ def test_s3_to_s3(ray_local, tiny_checkpoint, s3_request_log, s3_prefix, monkeyp
     assert "Write" not in summary.stage_cpu_seconds
     requests = read_request_log(s3_request_log)[before:]
     methods = [method for _, method, _ in requests]
-    assert methods.count("DELETE") == 2  # the compaction removes the two record files (and Arrow keeps their folder)
-    requests = requests[:methods.index("DELETE")]  # the job's own work
+    deleted = methods.count("DELETE")  # the compaction removes the record files (and Arrow keeps their folder)
+    requests = requests[:methods.index("DELETE")] if deleted else requests  # the job's own work
     assert not [target for _, method, target in requests if method == "PUT" and target.endswith("/")]  # markers
     job_requests = Counter((method, target.split("?")[0].rsplit("/", 1)[0].split("/", 3)[-1])  # (method, folder)
                            for _, method, target in requests)
     assert job_requests[("GET", "scans")] == job_requests[("HEAD", "scans")] == 2  # a, c
     assert job_requests[("PUT", "color")] == 2 and job_requests[("PUT", "color/masks")] == 2  # a, c
     assert job_requests[("PUT", "color/deep")] == 1 and job_requests[("PUT", "color/masks/deep")] == 1  # deep/b
-    assert job_requests[("PUT", "color/_manifest")] == 2 + 1  # a record file per block of 2, then the compacted one
+    # a record file per block the merge tasks got (Ray Data may hand one task both blocks of 2 and 1 rows), then,
+    # with more than one, the compacted one
+    record_puts = job_requests[("PUT", "color/_manifest")]
+    assert (record_puts, deleted) in ((1, 0), (2 + 1, 2)), (record_puts, deleted)
     assert not [k for k in job_requests if k[0] == "POST"]  # no multipart upload, no batch delete
     for key, size in sizes.items():
         assert _size(storage.join(dst, f"{key}.webp")) == size
