@@ -146,14 +146,15 @@ def compact_records(dst: str, threads: int = 8) -> tuple[int, int]:
         return len(paths), -1  # nothing to compact (rows not counted)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
         read = [(p, t) for p, t in zip(paths, pool.map(lambda p: _read_one(fs, p), paths)) if t is not None]
-    readable = [p for p, _ in read]
-    latest = latest_by_key(pa.concat_tables([t for _, t in read]) if read else empty_records())
-    buf = io.BytesIO()
-    pq.write_table(latest, buf, compression="zstd")
-    name = f"compacted-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    storage.write_bytes(storage.join(manifest_url(dst), name), buf.getvalue())
-    for path in readable:
-        fs.delete_file(path)
+        readable = [p for p, _ in read]
+        latest = latest_by_key(pa.concat_tables([t for _, t in read]) if read else empty_records())
+        buf = io.BytesIO()
+        pq.write_table(latest, buf, compression="zstd")
+        name = f"compacted-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        storage.write_bytes(storage.join(manifest_url(dst), name), buf.getvalue())
+        # on threads: on S3 each delete is three round trips (the DELETE, then Arrow's HEAD of the folder and its
+        # marker PUT), which one after another made a tail at the end of a long run
+        list(pool.map(fs.delete_file, readable))
     log.info("compacted %d record files under %s into %s (%d keys)", len(paths), manifest_url(dst), name,
              latest.num_rows)
     return len(paths), latest.num_rows
