@@ -31,7 +31,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from semcolor.bulk.records import (
     COMPACT_ABOVE,
@@ -390,8 +389,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     batch_size = config.batch_size
     started = time.perf_counter()
     fs, path = storage.resolve(manifest_url(config.dst), s3=s3)  # the filesystem object carries the S3 settings
-    if not isinstance(fs, pafs.S3FileSystem):  # S3 has no folders
-        fs.create_dir(path, recursive=True)
+    storage.makedirs(manifest_url(config.dst))  # once, here: the records' write below does not make it
     stage_cpu: Counter = Counter()
     planned = waves(todo.num_rows, batch_size)
     for number, (first, rows) in enumerate(planned, 1):
