@@ -29,8 +29,10 @@ def cell_index(ab: Tensor, grid: float = GRID) -> Tensor:
 def gamut_bins(grid: float = GRID) -> Tensor:
     """float32 (Q, 2): centres of the cells that some 8-bit sRGB colour falls in (Q = 261 at grid 10).
 
-    Computed exactly over all 2^24 colours with :func:`semcolor.core.color.rgb_to_lab` (about 0.5 s, once per
-    process); a trained model keeps its bins in its checkpoint, so inference never recomputes them.
+    Computed exactly over all 2^24 colours with :func:`semcolor.core.color.rgb_to_lab` (about 1 s, once per
+    process) on one torch thread: 256 passes of small ops, where a team of threads gains nothing and, on a busy
+    machine, stalls (measured 57 s on 2 threads beside a training run on the same 2 cores, 1.3 s on one); a trained
+    model keeps its bins in its checkpoint, so inference never recomputes them.
     """
     from semcolor.core import color
 
@@ -38,10 +40,15 @@ def gamut_bins(grid: float = GRID) -> Tensor:
     seen = torch.zeros(side * side, dtype=torch.bool)
     v = torch.arange(256, dtype=torch.uint8)
     g, b = torch.meshgrid(v, v, indexing="ij")
-    for r in range(256):  # one red value at a time: 65536 colours, bounded memory
-        rgb = torch.stack([torch.full_like(g, r), g, b], dim=-1)[None]
-        ab = color.rgb_to_lab(color.uint8_to_float(rgb))[0, 1:].reshape(2, -1).T
-        seen[cell_index(ab, grid)] = True
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for r in range(256):  # one red value at a time: 65536 colours, bounded memory
+            rgb = torch.stack([torch.full_like(g, r), g, b], dim=-1)[None]
+            ab = color.rgb_to_lab(color.uint8_to_float(rgb))[0, 1:].reshape(2, -1).T
+            seen[cell_index(ab, grid)] = True
+    finally:
+        torch.set_num_threads(threads)
     idx = seen.nonzero()[:, 0]
     centres = torch.stack([idx // side, idx % side], dim=1).float() - CELL_SPAN
     return centres * grid
