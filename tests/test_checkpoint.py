@@ -145,3 +145,39 @@ def test_no_pickle_in_checkpoint(tmp_path):
     url = tmp_path / "c"
     checkpoint.save(build_model(config), config, str(url))
     assert sorted(p.name for p in url.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_run_starts_from_the_tensors_another_checkpoint_shares(tmp_path):
+    """--init: a unet with a 1/4 mask (a colour-only pre-training, say) starts a full-resolution-mask unet: the
+    encoder, decoder and colour head are copied, the new mask stages keep their init; a resnet34 checkpoint gives
+    the encoder only; a checkpoint that shares nothing, or is missing, is refused naming the file."""
+    source_config = ModelConfig(input_size=64, seg_stride=4)
+    source = build_model(source_config)
+    checkpoint.save(source, source_config, str(tmp_path / "first"))
+    model = build_model(ModelConfig(input_size=64, seg_stride=1))
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    copied, left = checkpoint.load_shared_weights(model, str(tmp_path / "first"))
+    state, saved = model.state_dict(), source.state_dict()
+    same_shape = [k for k in state if k in saved and saved[k].shape == state[k].shape]
+    assert copied == len(same_shape) and left == len(state) - copied > 0
+    for key in state:
+        expected = saved[key] if key in same_shape else fresh[key]
+        assert torch.equal(state[key], expected), key
+    assert any(k.startswith("encoder.") for k in same_shape) and any(k.startswith("decoder.") for k in same_shape)
+    assert any(k.startswith("color_head.") for k in same_shape)
+
+    other_config = ModelConfig(arch="resnet34", input_size=64)
+    checkpoint.save(build_model(other_config), other_config, str(tmp_path / "other"))
+    model = build_model(ModelConfig(input_size=64))
+    copied, _ = checkpoint.load_shared_weights(model, str(tmp_path / "other"))
+    assert copied >= len([k for k in model.state_dict() if k.startswith("encoder.")])
+
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text((tmp_path / "first" / "config.json").read_text())
+    from safetensors.torch import save_file
+
+    save_file({"something.else": torch.zeros(3)}, str(tmp_path / "foreign" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"foreign/model.safetensors: shares no tensor"):
+        checkpoint.load_shared_weights(model, str(tmp_path / "foreign"))
+    with pytest.raises(CheckpointError, match=r"nothing/config.json: not found"):
+        checkpoint.load_shared_weights(model, str(tmp_path / "nothing"))

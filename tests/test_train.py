@@ -60,6 +60,15 @@ def test_train_config_rejects_bad_values(kwargs: dict, match: str) -> None:
         TrainConfig(**kwargs)
 
 
+def test_a_missing_init_checkpoint_ends_the_run_before_any_data(tmp_path) -> None:
+    from semcolor.model.checkpoint import CheckpointError
+    from semcolor.train.driver import fit
+
+    with pytest.raises(CheckpointError, match=r"nothing/config.json: not found"):
+        fit(TrainConfig(storage=str(tmp_path / "runs"), init=str(tmp_path / "nothing")))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_config_round_trips_through_a_dict() -> None:
     config = TrainConfig(arch="resnet34", size=64, time_budget=2.5)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -284,11 +293,29 @@ def test_train_stores_its_run_on_s3(ray_local, quick_ray_train, s3_prefix) -> No
     from semcolor.model.checkpoint import load_config
     from semcolor.train.driver import fit
 
-    result = fit(TrainConfig(epochs=1, storage=s3_prefix, name="s3run",
-                             **{**_COMMON, "workers": 1, "color_head": "regression"}))
+    import torch
+
+    from semcolor.model.checkpoint import load, save
+    from semcolor.model.network import build_model
+
+    # --init from S3: the run starts from another network's weights (seed 123), not from its own init (seed 0)
+    config = TrainConfig(epochs=1, storage=s3_prefix, name="s3run", init=f"{s3_prefix}/init",
+                         **{**_COMMON, "workers": 1, "color_head": "regression"})
+    torch.manual_seed(123)
+    start = build_model(config.model_config())
+    save(start, config.model_config(), config.init)
+    result = fit(config)
     assert result.run_dir == f"{s3_prefix}/s3run" and result.best_checkpoint == f"{s3_prefix}/s3run/best"
     assert result.latest_checkpoint.startswith(f"{s3_prefix}/s3run/checkpoint_")
     assert load_config(result.best_checkpoint)[0].input_size == _COMMON["size"]  # (weights load: the test above)
     assert storage.exists(f"{result.best_checkpoint}/model.safetensors")
     assert storage.exists(f"{s3_prefix}/s3run/synth_data/images")
     assert len(storage.read_text(f"{s3_prefix}/s3run/metrics.jsonl").splitlines()) == 1
+    # AdamW moves a weight by about lr per step at most: a few steps at lr 1e-3 stay within 0.01 of where they began
+    trained = dict(load(result.latest_checkpoint)[0].named_parameters())
+    torch.manual_seed(0)
+    own_init = dict(build_model(config.model_config()).named_parameters())
+    for name, began in start.named_parameters():
+        assert (trained[name] - began).abs().max() < 0.01, name
+    conv = "encoder.stem.0.weight"
+    assert (trained[conv] - own_init[conv]).abs().max() > 0.1  # not the run's own init

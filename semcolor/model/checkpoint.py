@@ -63,19 +63,24 @@ def load_config(url: str) -> tuple[ModelConfig, dict[str, Any]]:
     return config, doc.get("extra", {})
 
 
-def load(url: str, device: str | torch.device = "cpu") -> tuple[SegColorModel, ModelConfig]:
-    """Rebuild the model from ``url`` alone (random init, then strict load of the saved weights); eval mode."""
-    config, _ = load_config(url)
-    config.pretrained = None  # the saved weights replace any pretrained init
+def _read_weights(url: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """(path, tensors) of ``url/model.safetensors``; CheckpointError naming the file if missing or corrupt."""
     path = storage.join(url, WEIGHTS_NAME)
     try:
         raw = storage.read_bytes(path)
     except FileNotFoundError as e:
         raise CheckpointError(f"{path}: not found beside {CONFIG_NAME}") from e
     try:
-        state = st_load(raw)
+        return path, st_load(raw)
     except Exception as e:  # SafetensorError, and OSError/ValueError for some truncations
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from e
+
+
+def load(url: str, device: str | torch.device = "cpu") -> tuple[SegColorModel, ModelConfig]:
+    """Rebuild the model from ``url`` alone (random init, then strict load of the saved weights); eval mode."""
+    config, _ = load_config(url)
+    config.pretrained = None  # the saved weights replace any pretrained init
+    path, state = _read_weights(url)
     model = build_model(config)
     try:
         model.load_state_dict(state, strict=True)
@@ -84,3 +89,19 @@ def load(url: str, device: str | torch.device = "cpu") -> tuple[SegColorModel, M
         raise CheckpointError(f"{path}: weights do not match {CONFIG_NAME} (arch={config.arch}, "
                               f"n_classes={config.n_classes}): {' '.join(first)}") from e
     return model.to(device).eval(), config
+
+
+def load_shared_weights(model: nn.Module, url: str) -> tuple[int, int]:
+    """Start ``model`` from the checkpoint ``url``: every tensor the two share by name and shape is copied (e.g. the
+    encoder, decoder and colour head of a colour-only pre-training), the rest stays at its init. Returns (tensors
+    copied, tensors of ``model`` left at init). Raises CheckpointError, naming the file, if it cannot be read or
+    shares nothing with ``model``."""
+    load_config(url)  # names a missing or foreign checkpoint first
+    path, state = _read_weights(url)
+    own = model.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise CheckpointError(f"{path}: shares no tensor (by name and shape) with this model; not a semcolor "
+                              f"checkpoint of the same network")
+    model.load_state_dict(shared, strict=False)
+    return len(shared), len(own) - len(shared)

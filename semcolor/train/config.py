@@ -48,6 +48,11 @@ class TrainConfig:
     size: int = option(128, help="training resolution in pixels (images are squashed to size x size)")
     pretrained: str | None = option(None, help="encoder weights: 'imagenet' (torchvision download) or a local "
                                     ".safetensors / state-dict file; default random init")
+    init: str | None = option(None, help="a semcolor checkpoint (a run's checkpoint folder, local or s3://) whose "
+                              "weights start this run: every tensor it shares with this model by name and shape "
+                              "(encoder, decoder, colour head), the rest at its init; the AB prior is this run's "
+                              "data's. E.g. the last checkpoint of a colour-only pre-training (--seg-weight 0 "
+                              "--mask-loss none --photos URL). Not a resume: the run starts at epoch 0")
     epochs: int = option(10, help="epochs to train (a resumed run continues up to this many)")
     batch_size: int = option(16, help="images per step per worker; the global batch is batch_size x workers")
     lr: float = option(1e-3, help="peak AdamW learning rate, reached after the warm-up")

@@ -283,6 +283,10 @@ def fit(config: TrainConfig, train_loop: Callable[[dict[str, Any]], None] = trai
     """
     name = config.name or f"{config.arch}-{config.size}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = _run_dir(config, name)
+    if config.init:  # a missing or foreign --init ends the run here, in one line, before any data is decoded
+        from semcolor.model.checkpoint import load_config
+
+        load_config(config.init)
     storage.makedirs(run_dir)
     log.info("run %s in %s (rerun with --name %s to resume)", name, run_dir, name)
     datasets, counts = _datasets(config, run_dir)
@@ -310,7 +314,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(TrainConfig, args)
     init_ray(args.address, args.num_cpus)
     require_shared_paths({"--images": config.images, "--masks": config.masks, "--manifest": config.manifest,
-                          "--storage": config.storage, **{f"--photos ({i + 1})": url for i, url in enumerate(config.photos or [])}},
+                          "--storage": config.storage, "--init": config.init, **{f"--photos ({i + 1})": url for i, url in enumerate(config.photos or [])}},
                          args.shared_path)
     require_room(config)  # before any data: refuse what never fits, wait (bounded) for what could
     require_cuda_where_gpus("--gpus-per-worker", config.gpus_per_worker)

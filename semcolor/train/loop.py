@@ -228,6 +228,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from semcolor.model.network import build_model
 
     model = build_model(model_config)
+    if config.init:  # before the prior: the run's own data sets it
+        from semcolor.model.checkpoint import load_shared_weights
+
+        copied, left = load_shared_weights(model, config.init)
+        if rank == 0:
+            log.info("started from %s: %d tensors copied, %d at their init", config.init, copied, left)
     if loop_config.get("ab_prior") is not None:  # a fresh bins head (in-gamut bins already) gets the data's prior;
         head = model.color_head                    # a restore below replaces it with the checkpoint's own
         head.set_color_space(head.bins, torch.tensor(loop_config["ab_prior"]))
