@@ -91,3 +91,55 @@ def test_an_unfinished_run_is_resumed_by_name_only_for_the_same_training(tmp_pat
     assert _unfinished_run(str(tmp_path), row, wanted) is None
     stopped_run(f"quality-{row.name}-20260104-000000", 32)
     assert _unfinished_run(str(tmp_path), row, wanted) == f"quality-{row.name}-20260104-000000"
+
+
+def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_reused(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """color-pretrain: the first stage trains colour alone (no segmentation loss, photos in each batch) for its own
+    epochs; the row then trains the protocol's epochs from that stage's latest checkpoint (--init). Run again with
+    the same work folder, both runs are reused and nothing trains."""
+    import types
+
+    import semcolor.train.driver as driver
+    from semcolor.benchmarks.quality import EPOCHS_BY_SIZE, PRETRAIN_EPOCHS, ROWS, train_row
+    from semcolor.model.config import ModelConfig
+
+    calls = []
+
+    def fake_fit(config):  # what Ray Train leaves in a finished run folder: epoch checkpoints, best/, metrics
+        calls.append(config)  # (config.json alone: reusing a run reads no weights)
+        run = tmp_path / "runs" / config.name
+        for folder, epoch in (("checkpoint_epoch0000", 0), ("checkpoint_epoch0001", 1), ("best", 0)):
+            (run / folder).mkdir(parents=True, exist_ok=True)  # (the last call below may reuse a name)
+            doc = {"format_version": 1, "model": ModelConfig(input_size=32).to_dict(),
+                   "extra": {"epoch": epoch, "train_config": config.to_dict()}}
+            (run / folder / "config.json").write_text(json.dumps(doc))
+        history = [{"train_time_s": 30.0, "val_time_s": 0.0}] * 2
+        (run / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        return types.SimpleNamespace(best_checkpoint=str(run / "best"), best_epoch=0, history=history,
+                                     latest_checkpoint=str(run / "checkpoint_epoch0001"))
+
+    monkeypatch.setattr(driver, "fit", fake_fit)
+    row = next(r for r in ROWS if r.name == "color-pretrain")
+    stage = row.pretrain
+    assert next(r for r in ROWS if r.name == "color-pretrain-photos").pretrain is stage  # one run for both rows
+    work = str(tmp_path)
+    first = train_row(stage, "i", "m", work, None, "photos")
+    (colour_only,) = calls
+    assert colour_only.seg_weight == 0.0 and colour_only.mask_loss == "none" and colour_only.photos == ["photos"]
+    assert colour_only.epochs == PRETRAIN_EPOCHS and colour_only.init is None
+    assert colour_only.name.startswith("quality-color-pretrain.stage1-2")
+    assert first.latest.endswith("checkpoint_epoch0001") and not first.reused
+    trained = train_row(row, "i", "m", work, None, "photos", init=first.latest)
+    joint = calls[1]
+    assert joint.init == first.latest and joint.epochs == EPOCHS_BY_SIZE[row.size]
+    assert joint.seg_weight == 1.0 and joint.mask_loss == "lovasz" and joint.photos is None
+    assert not trained.reused
+
+    again = train_row(stage, "i", "m", work, None, "photos")
+    assert again.reused and again.latest == first.latest and again.minutes == pytest.approx(1.0)
+    assert train_row(row, "i", "m", work, None, "photos", init=again.latest).reused
+    assert len(calls) == 2
+    elsewhere = tmp_path / "other-start"
+    assert not train_row(row, "i", "m", work, None, "photos", init=str(elsewhere)).reused  # another start: trains
+    assert len(calls) == 3

@@ -51,6 +51,8 @@ BATCH = 32
 LR = 2e-3
 VAL_FRACTION = 0.2
 VIVIDNESS = (0.0, 0.35, 0.5, 0.65, 1.0)
+PRETRAIN_EPOCHS = 12
+"""Epochs of the colour-only first stage (about 1 760 images each at 96 px: ~0.6 of a row's work on top of it)."""
 FRONTIER_COLORFULNESS = 0.6
 
 
@@ -63,16 +65,24 @@ class Row:
     description: str
     train: dict[str, Any] = field(default_factory=dict)
     size: int = 96
+    pretrain: "Row | None" = None
+    """A first stage whose last checkpoint starts the row's training (``init``), e.g. colour alone with no
+    segmentation loss; None: the row starts from random init. Rows sharing a stage share its run."""
 
     @property
     def epochs(self) -> int:
         """:data:`EPOCHS_BY_SIZE` at its size, times (1 - photos share) with photos (the same images per row)."""
+        if "epochs" in self.train:  # a first stage sets its own
+            return int(self.train["epochs"])
         share = float(self.train.get("photos_share", 0.0)) if self.train.get("photos") else 0.0
         return max(1, round(EPOCHS_BY_SIZE[self.size] * (1.0 - share)))
 
 
 _FINE = {"seg_stride": 1, "mask_loss": "none"}
 _LOVASZ = {**_FINE, "mask_loss": "lovasz"}
+COLOR_ONLY = Row("color-pretrain.stage1", "colour alone: no segmentation loss, photos without masks 9/16 of each "
+                 "batch beside ECSSD's 80 %", {**_FINE, "photos": True, "photos_share": 0.5625, "seg_weight": 0.0,
+                                               "epochs": PRETRAIN_EPOCHS})
 ROWS: tuple[Row, ...] = (
     Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean; "
         "segmentation at 1/4 (the model before masks that follow edges)",
@@ -85,6 +95,11 @@ ROWS: tuple[Row, ...] = (
     Row("size-160", "as mask-full-lovasz at 160 px (16 epochs)", _LOVASZ, size=160),
     Row("photos", "as mask-full-lovasz at 128 px, photos without masks half of each batch (12 epochs)",
         {**_LOVASZ, "photos": True, "photos_share": 0.5}, size=128),
+    Row("color-pretrain", "as mask-full-lovasz, started from a colour-only pre-training of the whole network: "
+        f"{PRETRAIN_EPOCHS} epochs over ECSSD's 80 % and the photos without masks (9/16 of each batch: about one "
+        "pass over each per epoch) with no segmentation loss", _LOVASZ, pretrain=COLOR_ONLY),
+    Row("color-pretrain-photos", "as color-pretrain, the photos a quarter of each batch in the joint training too "
+        "(33 epochs: the same images)", {**_LOVASZ, "photos": True, "photos_share": 0.25}, pretrain=COLOR_ONLY),
 )
 
 
@@ -184,42 +199,86 @@ def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: 
     return m if same else None
 
 
-def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None,
-            photos: str | None = None) -> list[dict[str, Any]]:
-    """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
-    every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
-    the default vividness is copied to ``out``."""
-    from semcolor.evaluation.job import evaluate
+@dataclass(frozen=True)
+class Trained:
+    """A row's trained run: its best checkpoint and epoch, its latest checkpoint, training minutes (the epochs' own
+    time), its TrainConfig, and whether it was reused from ``--work``."""
+
+    best: str
+    best_epoch: int
+    latest: str
+    minutes: float
+    config: Any
+    reused: bool
+
+
+def train_row(row: Row, images: str, masks: str, work: str, limit: int | None, photos: str | None,
+              init: str | None = None) -> Trained:
+    """Train ``row`` under the protocol in ``work/runs`` (starting from the checkpoint ``init`` if given), or reuse
+    the run of it already there, or resume one stopped midway."""
     from semcolor.train.config import TrainConfig
     from semcolor.train.driver import fit
 
     train = dict(row.train)
+    train.pop("epochs", None)
     if train.pop("photos", False):
         if photos is None:
             raise ValueError(f"row {row.name} trains with photos without masks; pass --photos-data")
         train["photos"] = [photos]
     config = TrainConfig(images=images, masks=masks, arch="unet", size=row.size, epochs=row.epochs,
                          batch_size=BATCH, lr=LR, workers=1, cpus_per_worker=2.0, val_fraction=VAL_FRACTION,
-                         storage=storage.join(work, "runs"),
+                         storage=storage.join(work, "runs"), init=init,
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
     done = _trained_run(work, row, config)
-    if done is None:
-        unfinished = _unfinished_run(work, row, config)
-        if unfinished is not None:
-            print(f"[quality] row {row.name}: resuming the unfinished run {unfinished}", flush=True)
-            config = dataclasses.replace(config, name=unfinished)
-        started = time.perf_counter()
-        result = fit(config)
-        best, best_epoch = result.best_checkpoint, result.best_epoch
-        train_minutes = (time.perf_counter() - started) / 60.0
-        if unfinished is not None:  # the epochs of both parts, as a reused run counts them
-            train_minutes = sum(h["train_time_s"] + h["val_time_s"] for h in result.history) / 60.0
-    else:
-        best, best_epoch, train_minutes, config = done
+    if done is not None:
+        best, best_epoch, minutes, config = done
         print(f"[quality] row {row.name}: reusing the run trained in {best}", flush=True)
-    detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)"},
-              "best_epoch": best_epoch, "reused": done is not None,
-              "checkpoint": "WORK/" + best[len(work):].lstrip("/")}  # WORK = --work
+        return Trained(best, best_epoch, _latest_checkpoint(str(Path(best).parent)), minutes, config, True)
+    unfinished = _unfinished_run(work, row, config)
+    if unfinished is not None:
+        print(f"[quality] row {row.name}: resuming the unfinished run {unfinished}", flush=True)
+        config = dataclasses.replace(config, name=unfinished)
+    started = time.perf_counter()
+    result = fit(config)
+    minutes = (time.perf_counter() - started) / 60.0
+    if unfinished is not None:  # the epochs of both parts, as a reused run counts them
+        minutes = sum(h["train_time_s"] + h["val_time_s"] for h in result.history) / 60.0
+    return Trained(result.best_checkpoint, result.best_epoch, result.latest_checkpoint, minutes, config, False)
+
+
+def _in_work(path: str | None, work: str) -> str | None:
+    """``path`` under the work folder as ``WORK/...`` (WORK = --work), so that the JSON names no machine's paths."""
+    return None if path is None else "WORK/" + path[len(work):].lstrip("/")
+
+
+def _latest_checkpoint(run_dir: str) -> str:
+    """The newest ``checkpoint_epochNNNN`` folder of a local run directory."""
+    checkpoints = sorted(Path(run_dir).glob("checkpoint_epoch*"))
+    if not checkpoints:
+        raise ValueError(f"{run_dir}: no checkpoint_epoch* folder")
+    return str(checkpoints[-1])
+
+
+def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int | None,
+            photos: str | None = None) -> list[dict[str, Any]]:
+    """Train ``row`` under the protocol (run and evaluations under ``work``), evaluate its best checkpoint (at
+    every :data:`VIVIDNESS` for a bins head); the row's figures, one dict per evaluation. The evaluation grid at
+    the default vividness is copied to ``out``."""
+    from semcolor.evaluation.job import evaluate
+
+    init, stage_minutes = None, 0.0
+    stage = row.pretrain
+    if stage is not None:
+        print(f"[quality] row {row.name}: first stage {stage.train}", flush=True)
+        first = train_row(stage, images, masks, work, limit, photos)
+        init, stage_minutes = first.latest, first.minutes
+    trained = train_row(row, images, masks, work, limit, photos, init=init)
+    best, best_epoch, config = trained.best, trained.best_epoch, trained.config
+    train_minutes = stage_minutes + trained.minutes
+    detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)",
+                                                                 "init": _in_work(config.init, work)},
+              "best_epoch": best_epoch, "reused": trained.reused, "first_stage_minutes": stage_minutes,
+              "checkpoint": _in_work(best, work)}
     # (vividness, refine) per evaluation; None: a regression model, which has no vividness
     vividness_values = [None] if config.color_head == "regression" else sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})
     default = None if config.color_head == "regression" else DEFAULT_VIVIDNESS
