@@ -328,7 +328,7 @@ def _print_table(result: dict) -> None:
     for name in _pipelines(result):
         p = result[name]
         stages = ", ".join(f"{k} {v:.3f}" for k, v in p["stage_cpu_s_per_image"].items())
-        extra = (f"; S3 server (moto, not counted) {p['s3_server_cpu_s_per_image']:.3f}"
+        extra = (f"; S3 server (moto, + the proxy with latency; not counted) {p['s3_server_cpu_s_per_image']:.3f}"
                  if "s3_server_cpu_s_per_image" in p else "")
         if p["cpu_s_per_image"] is None:
             print(f"{name}: whole-Ray CPU per image {p['cpu_scope']}; Ray Data tasks by stage: {stages}{extra}")
@@ -341,6 +341,10 @@ def _print_table(result: dict) -> None:
         q = ", ".join(f"{v:.2f}" for v in p["quarter_images_per_s"])
         print(f"{name}: images/s by quarter of the run: {q}; object store "
               f"{p['object_store_bytes_per_row'] / 1e3:.0f} kB/row")
+        if p.get("of_local") is not None:
+            allows = "" if p["cpu_allows_of_local"] is None else (
+                f"; the CPU (its own + the S3 server's) allows {p['cpu_allows_of_local']:.2f}")
+            print(f"{name}: {p['of_local']:.2f} of local -> local's pace (each over its bound){allows}")
         if p.get("requests_per_image"):
             counts = ", ".join(f"{method} {n:.2f}" for method, n in p["requests_per_image"].items())
             print(f"{name}: requests per image: {counts}")
@@ -382,6 +386,24 @@ def _ratios(result: dict, around: dict[str, float]) -> None:
         stage_cpu = sum(v for k, v in p["stage_cpu_s_per_image"].items()
                         if "decode_rows" in k or "merge_encode_write" in k)
         p["cpu_ceiling"] = None if p.get("gpus_per_actor") else bound_cpu / (bound_cpu + stage_cpu)
+    for name in ("pipeline_s3", "pipeline_s3_latency"):
+        if name in result:
+            result[name].update(against_local(result, result[name]))
+
+
+def against_local(result: dict, p: dict) -> dict[str, float | None]:
+    """An object-store pipeline ``p`` beside the local -> local one with as many actors: ``of_local``, its rate
+    over the bound over local's over the bound; ``cpu_allows_of_local``, local's CPU per image over ``p``'s plus
+    the S3 server's (moto, and the latency proxy, on the same cores here): the share of local's pace the cores
+    leave it, whatever the requests' latency. None where a CPU figure is missing (a GPU node)."""
+    local = next((result[n] for n in ("pipeline_local", "pipeline_local_1_actor")
+                  if n in result and result[n]["actors"] == p["actors"]), None)
+    if local is None:
+        return {"of_local": None, "cpu_allows_of_local": None}
+    cpu, local_cpu = p.get("cpu_s_per_image"), local.get("cpu_s_per_image")
+    allows = (None if cpu is None or local_cpu is None
+              else local_cpu / (cpu + p.get("s3_server_cpu_s_per_image", 0.0)))
+    return {"of_local": p["per_bound"] / local["per_bound"], "cpu_allows_of_local": allows}
 
 
 def bench_device(device: str) -> str:
@@ -532,14 +554,18 @@ def run(args: argparse.Namespace) -> int:
                 b4 = bound("after pipeline s3")
                 around["pipeline_s3"] = (b3 + b4) / 2
                 request_log = str(work / "requests.log")
-                with latency_proxy(moto_port, S3_LATENCY_S, request_log) as (endpoint, _):
+                with latency_proxy(moto_port, S3_LATENCY_S, request_log) as (endpoint, proxy_pid):
                     os.environ["AWS_ENDPOINT_URL"] = endpoint  # moto_s3 puts the direct endpoint back at its end
                     print(f"measuring the pipeline s3 -> s3 with {S3_LATENCY_S * 1e3:.0f} ms per request ...",
                           flush=True)
+                    servers_cpu = cpu_seconds(moto_pid) + cpu_seconds(proxy_pid)
                     result["pipeline_s3_latency"] = _pipeline(prefix, f"s3://{BUCKET}/out_latency", ckpt, args.size,
                                                               args.batch_size, args.threads, best_actors, args.backend,
                                                               gpus)
                     result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
+                    result["pipeline_s3_latency"]["s3_server_cpu_s_per_image"] = (  # moto and the proxy
+                        (cpu_seconds(moto_pid) + cpu_seconds(proxy_pid) - servers_cpu)
+                        / max(1, result["pipeline_s3_latency"]["images"]))
                 result["pipeline_s3_latency"]["requests_per_image"] = requests_per_image(
                     read_request_log(request_log), result["pipeline_s3_latency"]["images"])
                 around["pipeline_s3_latency"] = (b4 + bound("after pipeline s3 latency")) / 2
