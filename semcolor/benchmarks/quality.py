@@ -9,6 +9,9 @@ minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock budg
 every row the same training. A row with photos without masks
 (``--photos-data``, default the shared photos-unlabeled set) holds them at ``photos_share`` of each batch, so an
 epoch (one pass over the pairs) costs 1 / (1 - share) as much and the row trains that many times fewer epochs.
+A row with a first stage (``Row.pretrain``: colour alone, :data:`PRETRAIN_EPOCHS` epochs, no segmentation loss)
+trains that stage first and starts its own training from the stage's last checkpoint (``--init``); its minutes
+count both stages, and rows sharing a stage share its run in ``--work``.
 Then `semcolor evaluate` measures its best checkpoint on the 20 % at the photos' full resolution, with the gray
 baseline (AB = 0) beside it. A bins-head row is measured at each vividness of :data:`VIVIDNESS` (inference rows of
 one trained model), with the default guided upsampling; every trained row is measured once more with bilinear
