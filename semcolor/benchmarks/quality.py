@@ -280,7 +280,8 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     train_minutes = stage_minutes + trained.minutes
     detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)",
                                                                  "init": _in_work(config.init, work)},
-              "best_epoch": best_epoch, "reused": trained.reused, "first_stage_minutes": stage_minutes,
+              "best_epoch": best_epoch, "reused": trained.reused,
+              "first_stage": None if stage is None else {"train": stage.train, "minutes": stage_minutes},
               "checkpoint": _in_work(best, work)}
     # (vividness, refine) per evaluation; None: a regression model, which has no vividness
     vividness_values = [None] if config.color_head == "regression" else sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})
