@@ -284,7 +284,7 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
         rereads = {i: pool.submit(storage.read_bytes_or_error, sources[i], s3=s3) for i in range(n)
                    if status[i] == OK and not len(batch["l8"][i])}
         for i in range(n):
-            started = time.perf_counter()
+            started = encoded = time.perf_counter()
             if status[i] == OK:
                 try:
                     shape = (int(batch["height"][i]), int(batch["width"][i]))
@@ -293,12 +293,13 @@ def merge_encode_write(batch: dict[str, np.ndarray], fmt: str, quality: int, n_c
                     image, mask = _encode_row(l8, batch["small"][i], batch["ab8"][i], batch["fg8"][i], fmt, quality,
                                               n_classes, refine, bool(masks[i]))
                     signals[i] = output_signals(batch["small"][i], batch["ab8"][i], batch["fg8"][i], n_classes)
+                    encoded = time.perf_counter()  # before the write starts: its thread may run before submit returns
                     writes[i] = pool.submit(_write_row, str(outputs[i]), image, masks[i] or "", mask, s3)
                 except _StageError as exc:
                     status[i], kinds[i], reasons[i] = ERROR, exc.kind, exc.reason
-            seconds[i] += time.perf_counter() - started  # merge and encode; the write's own time is added below
-            if i not in writes:
-                finished[i] = time.time()
+            if i not in writes:  # failed: done now
+                encoded, finished[i] = time.perf_counter(), time.time()
+            seconds[i] += encoded - started  # merge and encode; the write's own time is added below
         for i, write in writes.items():
             try:
                 written[i], write_seconds = write.result()
