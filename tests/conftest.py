@@ -50,12 +50,18 @@ OWN_RAY_MODULES = frozenset({"test_commands_at_once.py", "test_jobs_submit.py", 
 """The modules whose integration tests start a Ray or cluster of their own (marked ``own_ray``): several nodes, a
 ``ray start --head``, commands that start their own local Ray."""
 
+BALANCING_MODULES = frozenset({"test_infer.py"})
+"""Session-Ray modules that run in the own-Ray lane all the same, so that both lanes take about as long (measured
+with ``--durations=0``: without them the session lane took ~590 s of tests, the own-Ray lane ~470 s). That lane's
+worker starts the session's Ray and moto too, as for test_multinode."""
+
 
 def lane(nodeid: str) -> str:
-    """The pytest-xdist lane of a test id: ``own-ray`` for the tests of :data:`OWN_RAY_MODULES`, ``session-ray``
-    for all others (the session's ``ray_local``, moto, Serve, the unit tests)."""
+    """The pytest-xdist lane of a test id: ``own-ray`` for the tests of :data:`OWN_RAY_MODULES` and
+    :data:`BALANCING_MODULES`, ``session-ray`` for all others (the session's ``ray_local``, moto, Serve, the unit
+    tests)."""
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    return "own-ray" if module in OWN_RAY_MODULES else "session-ray"
+    return "own-ray" if module in OWN_RAY_MODULES | BALANCING_MODULES else "session-ray"
 
 
 @pytest.hookimpl(optionalhook=True)
