@@ -45,6 +45,7 @@ from semcolor.core import storage
 from semcolor.core.cache import CACHE_ENV
 from semcolor.core.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, OK
 from semcolor.core.encode import check_quality, extension_of
+from semcolor.core.flip_average import check_tta, tta_option
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
 from semcolor.model.config import backend_option, check_vividness, vividness_option
@@ -81,6 +82,7 @@ class ColorizeConfig:
     size: int | None = option(None, help="model resolution in pixels; default the checkpoint's input size")
     vividness: float = vividness_option()
     refine: str = refine_option()
+    tta: str = tta_option()
     batch_size: int = option(16, help="images per model batch (and per decode / encode task)")
     actors: str = option("1", help="model actors: N, or MIN:MAX for an autoscaling pool; on CPU several one-thread "
                          "actors beat one many-thread actor")
@@ -117,6 +119,7 @@ class ColorizeConfig:
         check_vividness(self.vividness)
         check_backend(self.backend, self.checkpoint)
         check_refine(self.refine)
+        check_tta(self.tta)
         check_quality(self.quality)
         if self.batch_size < 1 or self.max_pixels < 1 or self.io_threads < 1:
             raise ValueError(f"batch_size, max_pixels and io_threads must be >= 1; got {self.batch_size}, "
@@ -411,7 +414,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                             fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
                                                    "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
                                                    "vividness": config.vividness, "backend": config.backend,
-                                                   "max_pixels": int(config.max_pixels)},
+                                                   "max_pixels": int(config.max_pixels), "tta": config.tta},
                             udf_modifying_row_count=False,
                             runtime_env={"env_vars": actor_env} if actor_env else None)
         ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,

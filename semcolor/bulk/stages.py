@@ -52,6 +52,7 @@ from semcolor.core.decode import (
 )
 from semcolor.core.encode import encode_mask, encode_rgb
 from semcolor.core.lightness import prepare_l8, resize_l8, rgb_to_l8
+from semcolor.core.flip_average import DEFAULT_TTA
 from semcolor.core.refine import DEFAULT_REFINE
 
 DECODE_FAILED = "decode_failed"
@@ -134,7 +135,8 @@ class ColorizeActor:
     ``threads``: torch (or onnxruntime) intra-op threads for this actor (CPU inference); ``vividness``: see
     :meth:`semcolor.core.colorizer.Colorizer.predict`; ``backend``: auto, torch or onnxruntime, resolved on the
     actor's node (:func:`semcolor.model.inference.resolve_backend`: onnxruntime on CPU for auto; then the actor
-    never imports torch once the node has the export cached). Inference is deterministic
+    never imports torch once the node has the export cached); ``tta``: test-time augmentation
+    (:mod:`semcolor.core.flip_average`). Inference is deterministic
     (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
 
     Rows whose JPEG bytes the decode stage passed on (``jpeg``, see :func:`decode_rows` ``defer_jpeg``) are decoded
@@ -144,8 +146,8 @@ class ColorizeActor:
     """
 
     def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
-                 vividness: float | None = None, backend: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS
-                 ) -> None:
+                 vividness: float | None = None, backend: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 tta: str = DEFAULT_TTA) -> None:
         from semcolor.model.inference import load_colorizer, resolve_backend
 
         if device == "cuda":  # a node can declare a GPU it cannot use: say so here, not deep in torch
@@ -162,7 +164,8 @@ class ColorizeActor:
             if threads is not None:
                 torch.set_num_threads(max(1, int(threads)))
             make_deterministic()
-        self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads)
+        self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads,
+                                        tta=tta)
         self.size = size
         self.vividness = vividness
         self.decode_device = "cuda" if device == "cuda" else "cpu"

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from semcolor.core.flip_average import check_tta, tta_option
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.model.config import check_vividness, vividness_option
 from semcolor.options import config_from_args, option
@@ -41,10 +42,12 @@ class DemoOptions:
     fast: bool = option(False, help="smallest settings (what the test suite runs)")
     vividness: float = vividness_option()
     refine: str = refine_option()
+    tta: str = tta_option()
 
     def __post_init__(self) -> None:
         check_vividness(self.vividness)
         check_refine(self.refine)
+        check_tta(self.tta)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 
@@ -186,7 +189,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # torch, not the CPU default onnxruntime: for a handful of images the export (verified against torch, ~15 s on
     # 2 cores) would cost more than onnxruntime saves
     summary = colorize(str(out / "inputs"), str(colorized), result.best_checkpoint, batch_size=8, masks=True,
-                       vividness=options.vividness, refine=options.refine, backend="torch")
+                       vividness=options.vividness, refine=options.refine, tta=options.tta,
+                       backend="torch")
     print(f"[demo] {summary.line()}", flush=True)
     sheet, scores = write_sheet(out, originals, truths, colorized)
     if scores:

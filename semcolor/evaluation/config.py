@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semcolor.core.decode import DEFAULT_MAX_PIXELS
+from semcolor.core.flip_average import check_tta, tta_option
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import images_option, manifest_option, masks_option
 from semcolor.model.config import check_vividness, vividness_option
@@ -24,6 +25,7 @@ class EvaluateConfig:
     size: int | None = option(None, help="model resolution in pixels; default the checkpoint's input size")
     vividness: float = vividness_option()
     refine: str = refine_option()
+    tta: str = tta_option()
     batch_size: int = option(16, help="images per model batch")
     val_fraction: float | None = option(None, help="evaluate only the validation split of this fraction (the hash "
                                         "split `semcolor train` uses)")
@@ -36,6 +38,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         check_vividness(self.vividness)
         check_refine(self.refine)
+        check_tta(self.tta)
         if self.batch_size <= 0 or self.actors <= 0 or self.grid_rows < 0 or self.cpus_per_actor <= 0:
             raise ValueError(f"need batch_size > 0, actors > 0, cpus_per_actor > 0, grid_rows >= 0; got "
                              f"{self.batch_size}, {self.actors}, {self.cpus_per_actor}, {self.grid_rows}")

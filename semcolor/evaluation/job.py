@@ -36,6 +36,7 @@ from semcolor.core.decode import (
     decode_pair,
 )
 from semcolor.core.figures import figure_png
+from semcolor.core.flip_average import DEFAULT_TTA
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.evaluation.config import EvaluateConfig
 from semcolor.model.metrics import BoundaryAccumulator, ColorAccumulator, SegmentationAccumulator, json_safe
@@ -112,13 +113,13 @@ class MetricsActor:
     """
 
     def __init__(self, checkpoint: str, size: int | None, threads: int, device: str = "auto",
-                 vividness: float | None = None, refine: str = DEFAULT_REFINE) -> None:
+                 vividness: float | None = None, refine: str = DEFAULT_REFINE, tta: str = DEFAULT_TTA) -> None:
         import torch
 
         from semcolor.model.inference import load_colorizer
 
         torch.set_num_threads(max(1, threads))
-        self.colorizer = load_colorizer(checkpoint, device=device, size=size, refine=refine)
+        self.colorizer = load_colorizer(checkpoint, device=device, size=size, refine=refine, tta=tta)
         self.n_classes = self.colorizer.n_classes
         self.vividness = vividness
 
@@ -236,7 +237,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
         fn_constructor_kwargs={"checkpoint": checkpoint, "size": model_size,
                                "threads": max(1, int(round(config.cpus_per_actor))),
                                "device": "cuda" if gpus > 0 else "cpu", "vividness": config.vividness,
-                               "refine": config.refine},
+                               "refine": config.refine, "tta": config.tta},
         num_cpus=config.cpus_per_actor, **actor_args, **remote_env).take_all()
 
     n = model_config.n_classes
@@ -260,6 +261,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
         "color_head": model_config.color_head, "seg_to_color": model_config.seg_to_color,
         "seg_stride": model_config.seg_stride,
         "vividness": config.vividness if model_config.color_head == "bins" else None, "refine": config.refine,
+        "tta": config.tta,
         "protocol": "predict at model size; AB upsampled and merged with the source's full-resolution L; "
                     "RGB uint8 vs the source, per image then averaged; masks at full resolution",
         "pixel_accuracy": seg_result["pixel_accuracy"], "iou": seg_result["iou"], "miou": seg_result["miou"],
@@ -278,7 +280,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     storage.makedirs(out)
     storage.write_text(storage.join(out, "metrics.json"), json.dumps(json_safe(metrics), indent=2))
     if config.grid_rows > 0:
-        colorizer = load_colorizer(checkpoint, device="cpu", size=model_size, refine=config.refine)
+        colorizer = load_colorizer(checkpoint, device="cpu", size=model_size, refine=config.refine, tta=config.tta)
         storage.write_bytes(storage.join(out, "grid.png"),
                             _grid_png(colorizer, pairs, config.grid_rows, config.max_pixels, config.vividness))
     return metrics

@@ -8,6 +8,7 @@ per node. Importing this module loads no torch.
 from __future__ import annotations
 
 from semcolor.core.colorizer import Colorizer, Predictor
+from semcolor.core.flip_average import DEFAULT_TTA, with_tta
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.model.config import ModelConfig
 
@@ -67,7 +68,8 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
 
 
 def load_colorizer(url: str, device: str | None = "auto", size: int | None = None, refine: str = DEFAULT_REFINE,
-                   backend: str = "torch", threads: int | None = None) -> Colorizer:
+                   backend: str = "torch", threads: int | None = None, tta: str = DEFAULT_TTA) -> Colorizer:
     """A :class:`Colorizer` around the model at ``url`` (see :func:`load_predictor` for ``backend`` and
-    ``threads``), upsampling per ``refine`` (see :mod:`semcolor.core.refine`)."""
-    return Colorizer(load_predictor(url, device, size, backend, threads), refine=refine)
+    ``threads``), upsampling per ``refine`` (see :mod:`semcolor.core.refine`), each image predicted with the
+    test-time augmentation ``tta`` (see :mod:`semcolor.core.flip_average`)."""
+    return Colorizer(with_tta(load_predictor(url, device, size, backend, threads), tta), refine=refine)

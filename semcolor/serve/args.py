@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from semcolor.core.flip_average import DEFAULT_TTA
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.model.onnx_format import check_backend
 from semcolor.options import option
@@ -26,7 +27,8 @@ class ServiceSettings:
     torch_threads: int
     jpeg_quality: int
     refine: str
-    backend: str = "auto"  # auto | torch | onnxruntime on CPU; a GPU replica always runs torch
+    backend: str = "auto"
+    tta: str = DEFAULT_TTA  # auto | torch | onnxruntime on CPU; a GPU replica always runs torch
 
 
 class ServeArgs(BaseModel):
@@ -64,6 +66,9 @@ class ServeArgs(BaseModel):
     refine: Literal["guided", "bilinear"] = Field(
         DEFAULT_REFINE, description="upsampling of colors and masks to the source's size: guided (by the "
         "full-resolution lightness; edges stay sharp) or bilinear")
+    tta: Literal["none", "flip"] = Field(
+        DEFAULT_TTA, description="test-time augmentation: none, or flip (each image and its mirror in one batch, "
+        "their colors and masks averaged: twice the model's work per request)")
 
     @field_validator("autoscaling_config", mode="before")
     @classmethod
@@ -100,6 +105,7 @@ class ServeArgs(BaseModel):
             jpeg_quality=self.jpeg_quality,
             refine=self.refine,
             backend=self.backend,
+            tta=self.tta,
         )
 
     def deployment_options(self) -> dict[str, Any]:

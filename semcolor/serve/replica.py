@@ -231,7 +231,8 @@ class SemcolorService:
         self._cpu_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="semcolor-cpu",
                                             initializer=thread_setup, initargs=(1,) if thread_setup else ())
         self.colorizer = load_colorizer(settings.checkpoint, device=device, size=settings.size,
-                                        refine=settings.refine, backend=engine, threads=self.model_threads)
+                                        refine=settings.refine, backend=engine, threads=self.model_threads,
+                                        tta=settings.tta)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
@@ -388,6 +389,7 @@ class SemcolorService:
             "max_body_bytes": self.settings.max_body_bytes,
             "max_pixels": self.settings.max_pixels,
             "refine": self.settings.refine,
+            "tta": self.settings.tta,
             "vividness": {"default": DEFAULT_VIVIDNESS, "range": list(VIVIDNESS_RANGE),
                           "applies": self.colorizer.predictor.describe().get("color_head") == "bins"},
         }
