@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from semcolor.benchmarks.quality import frontier, kept_rows
+from semcolor.benchmarks.quality import frontier, kept_rows, row_frontiers
 
 
 def test_frontier_interpolates_between_the_vividness_values_around_the_target() -> None:
@@ -17,6 +17,24 @@ def test_frontier_interpolates_between_the_vividness_values_around_the_target() 
     assert f["vividness"] == pytest.approx(0.5 * (0.2 / 0.3))
     assert f["psnr_minus_gray"] == pytest.approx(0.6 + (0.2 / 0.3) * (-0.8))
     assert frontier(points, target=1.2) is None  # never reached
+
+
+def test_each_row_has_a_frontier_per_test_time_augmentation() -> None:
+    """Lines measured with flip averaging (older lines have no ``tta``: none) make a frontier of their own; bilinear
+    lines take no part in either."""
+    def line(v: float, colourful: float, gain: float, tta: str | None = None, refine: str = "guided") -> dict:
+        detail = {"vividness": v, "refine": refine, **({} if tta is None else {"tta": tta})}
+        label = f"bins v={v:g}" + ("" if refine == "guided" else f" {refine}") + ("" if tta in (None, "none")
+                                                                                   else f" {tta}")
+        return {"row": label, "colorfulness_ratio": colourful, "psnr_minus_gray": gain, "detail": detail}
+
+    rows = [line(0.0, 0.4, 0.6), line(1.0, 1.0, -2.0), line(0.5, 0.6, 9.0, refine="bilinear"),
+            line(0.0, 0.5, 0.8, "flip"), line(1.0, 0.7, -0.2, "flip")]
+    got = row_frontiers(rows)
+    assert set(got) == {"bins", "bins flip"}
+    assert got["bins"]["psnr_minus_gray"] == pytest.approx(0.6 + (0.2 / 0.6) * -2.6)
+    assert got["bins flip"]["vividness"] == pytest.approx(0.5) and got["bins flip"]["psnr_minus_gray"] == \
+        pytest.approx(0.3)
 
 
 def _table(out: Path, protocol: dict, names: list[str]) -> None:

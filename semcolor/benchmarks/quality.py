@@ -15,7 +15,8 @@ count both stages, and rows sharing a stage share its run in ``--work``.
 Then `semcolor evaluate` measures its best checkpoint on the 20 % at the photos' full resolution, with the gray
 baseline (AB = 0) beside it. A bins-head row is measured at each vividness of :data:`VIVIDNESS` (inference rows of
 one trained model), with the default guided upsampling; every trained row is measured once more with bilinear
-upsampling (``refine=bilinear``, same checkpoint, default vividness) to show what the guided filter changes.
+upsampling (``refine=bilinear``, same checkpoint, default vividness) to show what the guided filter changes, and at
+every vividness with test-time flip averaging (``tta=flip``: each photo and its mirror; a frontier of its own).
 
 Columns: mIoU, pixel accuracy, boundary IoU (the foreground's contour bands of
 :data:`semcolor.model.metrics.BOUNDARY_TOLERANCE_PX` px at full resolution), PSNR, SSIM, colorfulness / truth,
@@ -24,7 +25,7 @@ The frontier: PSNR - gray where colorfulness / truth = :data:`FRONTIER_COLORFULN
 along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
 ``OUT/quality-ROW-grid.png``. With ``--work`` kept from an earlier run, trained rows and evaluations found there
-(same checkpoint, vividness and upsampling) are reused, not redone, and a row's run stopped midway resumes from its
+(same checkpoint, vividness, upsampling and test-time augmentation) are reused, not redone, and a row's run stopped midway resumes from its
 latest checkpoint. With ``--rows``, the other rows of an ``OUT/quality.json`` measured under the same protocol are
 kept in the table (one row can be added or redone without training the others again). ``--limit N`` keeps the
 first N pairs (a smoke run; the figures then mean nothing).
@@ -42,6 +43,7 @@ from typing import Any
 
 from semcolor.benchmarks._report import portable, print_table, write_result
 from semcolor.core import storage
+from semcolor.core.flip_average import DEFAULT_TTA, TTA_MODES
 from semcolor.core.refine import DEFAULT_REFINE
 from semcolor.model.config import DEFAULT_VIVIDNESS
 from semcolor.model.metrics import BOUNDARY_TOLERANCE_PX
@@ -86,6 +88,8 @@ _LOVASZ = {**_FINE, "mask_loss": "lovasz"}
 COLOR_ONLY = Row("color-pretrain.stage1", "colour alone: no segmentation loss, photos without masks 9/16 of each "
                  "batch beside ECSSD's 80 %", {**_FINE, "photos": True, "photos_share": 0.5625, "seg_weight": 0.0,
                                                "epochs": PRETRAIN_EPOCHS})
+COLOR_ONLY_LONG = dataclasses.replace(COLOR_ONLY, name="color-pretrain-long.stage1",
+                                      train={**COLOR_ONLY.train, "epochs": 2 * PRETRAIN_EPOCHS})
 ROWS: tuple[Row, ...] = (
     Row("bins", "UNet, 261 AB bins, soft targets, milder rebalancing (mix 0.8), color weight 0.3, annealed mean; "
         "segmentation at 1/4 (the model before masks that follow edges)",
@@ -103,6 +107,8 @@ ROWS: tuple[Row, ...] = (
         "pass over each per epoch) with no segmentation loss", _LOVASZ, pretrain=COLOR_ONLY),
     Row("color-pretrain-photos", "as color-pretrain, the photos a quarter of each batch in the joint training too "
         "(33 epochs: the same images)", {**_LOVASZ, "photos": True, "photos_share": 0.25}, pretrain=COLOR_ONLY),
+    Row("color-pretrain-long", f"as color-pretrain, the colour-only stage twice as long ({2 * PRETRAIN_EPOCHS} "
+        "epochs)", _LOVASZ, pretrain=COLOR_ONLY_LONG),
 )
 
 
@@ -119,11 +125,14 @@ def frontier(points: list[tuple[float, float, float]], target: float = FRONTIER_
     return None
 
 
-def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any]) -> dict[str, Any]:
+def _figures(name: str, vividness: float | None, refine: str, m: dict[str, Any], tta: str = DEFAULT_TTA
+             ) -> dict[str, Any]:
     gray = m["gray_baseline"]
     label = name if vividness is None else f"{name} v={vividness:g}"
     if refine != DEFAULT_REFINE:
         label += f" {refine}"
+    if tta != DEFAULT_TTA:
+        label += f" {tta}"
     return {"row": label, "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"],
             "boundary_iou": m["boundary_iou"], "psnr": m["psnr"], "ssim": m["ssim"],
             "colorfulness_ratio": m["colorfulness_ratio"], "psnr_minus_gray": m["psnr"] - gray["psnr"]}
@@ -187,10 +196,10 @@ def _training(config: Any) -> dict[str, Any]:
 
 
 def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: str, grid: bool,
-               limit: int | None) -> dict[str, Any] | None:
+               limit: int | None, tta: str = DEFAULT_TTA) -> dict[str, Any] | None:
     """The metrics of an evaluation already made in ``eval_dir`` (``--work`` kept from an earlier run) of the same
-    checkpoint, vividness (None: a regression model), upsampling and limit, with its grid when one is wanted;
-    else None."""
+    checkpoint, vividness (None: a regression model), upsampling, test-time augmentation and limit, with its grid
+    when one is wanted; else None."""
     import json
 
     url = storage.join(eval_dir, "metrics.json")
@@ -198,6 +207,7 @@ def _evaluated(eval_dir: str, checkpoint: str, vividness: float | None, refine: 
         return None
     m = json.loads(storage.read_text(url))
     same = ("boundary_iou" in m and m.get("checkpoint") == checkpoint and m.get("refine") == refine
+            and m.get("tta", DEFAULT_TTA) == tta
             and (vividness is None or m.get("vividness") == vividness))
     return m if same else None
 
@@ -283,28 +293,33 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
               "best_epoch": best_epoch, "reused": trained.reused,
               "first_stage": None if stage is None else {"train": stage.train, "minutes": stage_minutes},
               "checkpoint": _in_work(best, work)}
-    # (vividness, refine) per evaluation; None: a regression model, which has no vividness
+    # (vividness, refine, tta) per evaluation; None: a regression model, which has no vividness. Flip averaging
+    # at every vividness too: its own frontier
     vividness_values = [None] if config.color_head == "regression" else sorted({*VIVIDNESS, DEFAULT_VIVIDNESS})
     default = None if config.color_head == "regression" else DEFAULT_VIVIDNESS
-    settings = [(v, DEFAULT_REFINE) for v in vividness_values] + [(default, "bilinear")]
+    settings = [(v, DEFAULT_REFINE, DEFAULT_TTA) for v in vividness_values] + [(default, "bilinear", DEFAULT_TTA)]
+    settings += [(v, DEFAULT_REFINE, "flip") for v in vividness_values]
     rows = []
-    for vividness, refine in settings:
-        eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}")
-        grid_rows = 8 if vividness in (None, DEFAULT_VIVIDNESS) and refine == DEFAULT_REFINE else 0
-        m = _evaluated(eval_dir, best, vividness, refine, grid_rows > 0, limit)
+    for vividness, refine, tta in settings:
+        eval_dir = storage.join(work, f"eval-{row.name}-{vividness}-{refine}" + ("" if tta == DEFAULT_TTA else
+                                                                                  f"-{tta}"))
+        grid_rows = 8 if (vividness in (None, DEFAULT_VIVIDNESS) and refine == DEFAULT_REFINE
+                          and tta == DEFAULT_TTA) else 0
+        m = _evaluated(eval_dir, best, vividness, refine, grid_rows > 0, limit, tta)
         if m is None:
             m = evaluate(best, eval_dir, images=images, masks=masks, val_fraction=VAL_FRACTION, limit=limit,
                          grid_rows=grid_rows, vividness=DEFAULT_VIVIDNESS if vividness is None else vividness,
-                         refine=refine)
+                         refine=refine, tta=tta)
         else:
             print(f"[quality] row {row.name}: reusing the evaluation in {eval_dir}", flush=True)
-        figures = _figures(row.name, vividness, refine, m)
+        figures = _figures(row.name, vividness, refine, m, tta)
         if grid_rows:
             grid = storage.join(out, f"quality-{row.name}-grid.png")
             storage.write_bytes(grid, storage.read_bytes(storage.join(eval_dir, "grid.png")))
             detail["grid"] = f"quality-{row.name}-grid.png"  # beside quality.json
         rows.append({**figures, "train_minutes": train_minutes,
-                     "detail": {**detail, "vividness": vividness, "refine": refine, "gray_baseline": m["gray_baseline"],
+                     "detail": {**detail, "vividness": vividness, "refine": refine, "tta": tta,
+                                "gray_baseline": m["gray_baseline"],
                                 "counts": m["counts"]}})
     return rows
 
@@ -378,14 +393,23 @@ def kept_rows(out: str, protocol: dict[str, Any], rerun: list[str]) -> list[dict
     return kept
 
 
-def _write(args: argparse.Namespace, root: Path, rows: list[dict[str, Any]]) -> None:
-    """The frontier of the rows so far, and ``OUT/quality.json``."""
+def row_frontiers(rows: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
+    """The :func:`frontier` of each trained row measured at several vividness values (guided upsampling), keyed
+    ``ROW`` (no test-time augmentation) or ``ROW TTA`` (e.g. ``bins flip``)."""
     frontiers = {}
     for row in ROWS:
-        points = [(r["detail"]["vividness"], r["colorfulness_ratio"], r["psnr_minus_gray"]) for r in rows
-                  if r["row"].startswith(f"{row.name} v=") and r["detail"]["refine"] == DEFAULT_REFINE]
-        if points:
-            frontiers[row.name] = frontier(points)
+        for tta in TTA_MODES:  # a row's frontier with each test-time augmentation it was measured with
+            points = [(r["detail"]["vividness"], r["colorfulness_ratio"], r["psnr_minus_gray"]) for r in rows
+                      if r["row"].startswith(f"{row.name} v=") and r["detail"]["refine"] == DEFAULT_REFINE
+                      and r["detail"].get("tta", DEFAULT_TTA) == tta]
+            if points:
+                frontiers[row.name if tta == DEFAULT_TTA else f"{row.name} {tta}"] = frontier(points)
+    return frontiers
+
+
+def _write(args: argparse.Namespace, root: Path, rows: list[dict[str, Any]]) -> None:
+    """The frontier of the rows so far, and ``OUT/quality.json``."""
+    frontiers = row_frontiers(rows)
     print(f"frontier (PSNR - gray at colorfulness {FRONTIER_COLORFULNESS} of the truth): {frontiers}", flush=True)
     write_result(args.out, "quality", {
         "protocol": _protocol(args, root),
