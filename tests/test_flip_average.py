@@ -40,17 +40,17 @@ def test_flip_average_mirrors_back_and_averages_each_pixel():
     np.testing.assert_array_equal(seen[2:], l8[:, :, ::-1])
     np.testing.assert_array_equal(vividness, [0.25, 1.0, 0.25, 1.0])
     cols = np.arange(6)
-    # a: (c - 3) and its mirror's (5 - c - 3) average to -0.5 everywhere: rounded half away from zero, -1
-    assert ab.dtype == np.int8 and (ab[:, 0] == -1).all()
+    # a: (c - 3) and its mirror's (5 - c - 3) average to -0.5 everywhere: rounded half to even, 0
+    assert ab.dtype == np.int8 and (ab[:, 0] == 0).all()
     # b at vividness 1: (2c + 2(5 - c)) / 2 = 5 for every column; at 0.25: round(c/2) and round((5 - c)/2)
     assert (ab[1, 1] == 5).all()
     half = np.round(0.5 * cols)
     expected = (half + half[::-1]) / 2
-    np.testing.assert_array_equal(ab[0, 1], np.broadcast_to(np.sign(expected) * np.floor(np.abs(expected) + 0.5),
-                                                            (6, 6)))
-    # foreground: (30c + p + 30(5 - c) + p') / 2, p the first pixel of the view (image 1's mirror starts with 5)
+    np.testing.assert_array_equal(ab[0, 1], np.broadcast_to(np.round(expected), (6, 6)))
+    # foreground: (30c + p + 30(5 - c) + p') / 2, p the first pixel of the view (image 1's mirror starts with 5):
+    # 155 / 2 = 77.5, rounded half to even, 78
     assert fg.dtype == np.uint8
-    assert (fg[0] == 75 + 7).all() and (fg[1] == (150 + 0 + 5 + 1) // 2).all()
+    assert (fg[0] == 75 + 7).all() and (fg[1] == 78).all()
 
 
 def test_flip_average_keeps_the_plain_view_for_class_ids_and_the_default_vividness():

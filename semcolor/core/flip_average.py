@@ -42,7 +42,7 @@ def with_tta(predictor: Predictor, tta: str) -> Predictor:
 @dataclass
 class FlipAveraged:
     """``inner`` run on the batch and its left-right mirror; AB (LAB units) and, with 2 classes, the foreground
-    probability are averaged per pixel (rounded half away from zero). With more classes the mask is the plain
+    probability are averaged per pixel (rounded half to even). With more classes the mask is the plain
     view's (class ids cannot be averaged) and only AB is averaged."""
 
     inner: Predictor
@@ -76,6 +76,6 @@ class FlipAveraged:
 
 
 def _mean_rounded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a + b) / 2 of two integer arrays, rounded half away from zero, as int16."""
-    total = a.astype(np.int16) + b.astype(np.int16)
-    return (np.sign(total) * ((np.abs(total) + 1) // 2)).astype(np.int16)
+    """(a + b) / 2 of two integer arrays, rounded half to even, as int16: unbiased (half away from zero would push
+    every odd sum's chroma outwards by half a LAB unit, and the measured colourfulness with it)."""
+    return np.round((a.astype(np.int16) + b.astype(np.int16)) / 2.0).astype(np.int16)
