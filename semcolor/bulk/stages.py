@@ -51,8 +51,8 @@ from semcolor.core.decode import (
     open_image,
 )
 from semcolor.core.encode import encode_mask, encode_rgb
-from semcolor.core.lightness import prepare_l8, resize_l8, rgb_to_l8
 from semcolor.core.flip_average import DEFAULT_TTA
+from semcolor.core.lightness import prepare_l8, resize_l8, rgb_to_l8
 from semcolor.core.refine import DEFAULT_REFINE
 
 DECODE_FAILED = "decode_failed"

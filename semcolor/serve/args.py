@@ -27,8 +27,8 @@ class ServiceSettings:
     torch_threads: int
     jpeg_quality: int
     refine: str
-    backend: str = "auto"
-    tta: str = DEFAULT_TTA  # auto | torch | onnxruntime on CPU; a GPU replica always runs torch
+    backend: str = "auto"  # auto | torch | onnxruntime on CPU; a GPU replica always runs torch
+    tta: str = DEFAULT_TTA  # none | flip (semcolor.core.flip_average)
 
 
 class ServeArgs(BaseModel):
