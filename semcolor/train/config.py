@@ -53,6 +53,11 @@ class TrainConfig:
                               "(encoder, decoder, colour head), the rest at its init; the AB prior is this run's "
                               "data's. E.g. the last checkpoint of a colour-only pre-training (--seg-weight 0 "
                               "--mask-loss none --photos URL). Not a resume: the run starts at epoch 0")
+    shared_lr_scale: float = option(1.0, help="learning rate of the weights the mask shares with the colour "
+                                    "(encoder, decoder, colour head) as a multiple of --lr; the mask's own (its "
+                                    "head and refiner stages) learn at --lr. E.g. 0.1 after a colour-only --init "
+                                    "stage: the mask learns on its colour features without unlearning them; 0 "
+                                    "freezes them (and their normalisation statistics)")
     epochs: int = option(10, help="epochs to train (a resumed run continues up to this many)")
     batch_size: int = option(16, help="images per step per worker; the global batch is batch_size x workers")
     lr: float = option(1e-3, help="peak AdamW learning rate, reached after the warm-up")
@@ -166,6 +171,9 @@ class TrainConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
             raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, grad_clip >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_epochs}, {self.grad_clip}")
+        if self.shared_lr_scale < 0:
+            raise ValueError(f"shared_lr_scale must be >= 0 (0 freezes the shared weights); got "
+                             f"{self.shared_lr_scale}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:

@@ -27,6 +27,7 @@ from semcolor.model import checkpoint as ckpt
 from semcolor.model.torch_predictor import autocast_dtype
 from semcolor.train.config import TrainConfig
 from semcolor.train.forward import forward_loss
+from semcolor.train.param_groups import freeze_shared, hold_shared_statistics, parameter_groups
 from semcolor.train.step_timing import StepClock
 from semcolor.train.validation import all_reduce_sum, all_reduce_totals, validate
 
@@ -53,16 +54,14 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float, 
 
 def _build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int, deadline: float | None = None,
                      lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Fused AdamW (no weight decay on norms and biases) and the per-step warm-up + cosine schedule (the cosine also
-    follows the time budget when ``deadline``, a time.time() value, is given)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+    """Fused AdamW (no weight decay on norms and biases; the shared weights at ``--shared-lr-scale`` of the rate:
+    :mod:`semcolor.train.param_groups`) and the per-step warm-up + cosine schedule (the cosine also follows the time
+    budget when ``deadline``, a time.time() value, is given)."""
+    peak = lr or config.lr
     # fused: one kernel over all parameters; on CPU 4x faster than the multi-tensor default for the 24 M
     # parameters, a step's largest cost after the model at 128 px (`semcolor bench train`)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr or config.lr, fused=True)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, peak, config.shared_lr_scale),
+                                  lr=peak, fused=True)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     total = config.epochs * steps_per_epoch
     budget_s = 60.0 * config.time_budget if (config.time_budget and deadline) else None
@@ -82,8 +81,8 @@ def rebase_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_
     The schedule runs in epochs (warm-up and cosine in epochs x steps per epoch); an elastic group that resumed
     with another size has another number of steps per epoch and another peak LR, so a checkpoint's step count and
     base LRs are re-expressed in the new group's: ``step`` = epochs done x its steps per epoch. For a group of the
-    same size this changes nothing."""
-    scheduler.base_lrs = [peak_lr for _ in optimizer.param_groups]
+    same size this changes nothing. Each group keeps its ``lr_scale`` (the shared weights' --shared-lr-scale)."""
+    scheduler.base_lrs = [peak_lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
     scheduler.last_epoch = step
     for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["initial_lr"] = base
@@ -238,6 +237,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         head = model.color_head                    # a restore below replaces it with the checkpoint's own
         head.set_color_space(head.bins, torch.tensor(loop_config["ab_prior"]))
     restored = _restore(model, config)
+    frozen = config.shared_lr_scale == 0.0
+    if frozen:  # before DDP, which registers the parameters that need a gradient
+        count = freeze_shared(model)
+        if rank == 0:
+            log.info("--shared-lr-scale 0: %d tensors of the encoder, decoder and colour head frozen", count)
     channels_last = use_cuda if config.channels_last is None else config.channels_last
     amp = autocast_dtype(config.precision, device)
     if channels_last:
@@ -276,6 +280,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"] + 1, config.epochs):
         generator.manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
         model.train()
+        if frozen:
+            hold_shared_statistics(inner)
         sums = torch.zeros(4, dtype=torch.float64)  # total, seg, color (x images), images
         start, steps = time.perf_counter(), 0
         clock.start()
