@@ -161,3 +161,12 @@ def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_r
     elsewhere = tmp_path / "other-start"
     assert not train_row(row, "i", "m", work, None, "photos", init=str(elsewhere)).reused  # another start: trains
     assert len(calls) == 3
+    # the rows that protect the colour path share the long stage and pass --shared-lr-scale to the joint training
+    by_name = {r.name: r for r in ROWS}
+    assert len(by_name) == len(ROWS)
+    for name, scale in (("color-pretrain-long-frozen", 0.0), ("color-pretrain-long-slow", 0.1),
+                        ("color-pretrain-long-mid", 0.3)):
+        assert by_name[name].pretrain is by_name["color-pretrain-long"].pretrain
+        train_row(by_name[name], "i", "m", work, None, "photos", init=first.latest)
+        assert (calls[-1].shared_lr_scale, calls[-1].init, calls[-1].mask_loss) == (scale, first.latest, "lovasz")
+    assert by_name["color-pretrain-long"].train.get("shared_lr_scale", 1.0) == 1.0

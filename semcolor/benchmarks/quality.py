@@ -109,6 +109,13 @@ ROWS: tuple[Row, ...] = (
         "(33 epochs: the same images)", {**_LOVASZ, "photos": True, "photos_share": 0.25}, pretrain=COLOR_ONLY),
     Row("color-pretrain-long", f"as color-pretrain, the colour-only stage twice as long ({2 * PRETRAIN_EPOCHS} "
         "epochs)", _LOVASZ, pretrain=COLOR_ONLY_LONG),
+    Row("color-pretrain-long-frozen", "as color-pretrain-long, the weights the mask shares with the colour (encoder, "
+        "decoder, colour head) frozen in the joint training (--shared-lr-scale 0): only the mask's head and "
+        "refiner stages learn", {**_LOVASZ, "shared_lr_scale": 0.0}, pretrain=COLOR_ONLY_LONG),
+    Row("color-pretrain-long-slow", "as color-pretrain-long, the shared weights at 0.1 of the learning rate in the "
+        "joint training (--shared-lr-scale 0.1)", {**_LOVASZ, "shared_lr_scale": 0.1}, pretrain=COLOR_ONLY_LONG),
+    Row("color-pretrain-long-mid", "as color-pretrain-long-slow, the shared weights at 0.3 of the learning rate "
+        "(--shared-lr-scale 0.3)", {**_LOVASZ, "shared_lr_scale": 0.3}, pretrain=COLOR_ONLY_LONG),
 )
 
 
