@@ -26,9 +26,9 @@ along the vividness knob between the two measured values around it.
 Prints a table; writes ``OUT/quality.json`` and, per trained row, its evaluation grid at the default vividness as
 ``OUT/quality-ROW-grid.png``. With ``--work`` kept from an earlier run, trained rows and evaluations found there
 (same checkpoint, vividness, upsampling and test-time augmentation) are reused, not redone, and a row's run
-stopped midway resumes from its latest checkpoint. With ``--rows``, the other rows of an ``OUT/quality.json`` measured under the same protocol are
-kept in the table (one row can be added or redone without training the others again). ``--limit N`` keeps the
-first N pairs (a smoke run; the figures then mean nothing).
+stopped midway resumes from its latest checkpoint. With ``--rows``, the other rows of an ``OUT/quality.json``
+measured under the same protocol are kept in the table (one row can be added or redone without training the others
+again). ``--limit N`` keeps the first N pairs (a smoke run; the figures then mean nothing).
 """
 
 from __future__ import annotations

@@ -54,12 +54,11 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float, shared_lr
     two groups of every parameter that requires a gradient (the layout of earlier checkpoints' optimizer state);
     otherwise the mask's own two groups first, then the shared ones at ``lr x shared_lr_scale``. Empty groups are
     left out; frozen parameters (requires_grad False) are in none."""
-    split = shared_lr_scale != 1.0
-    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}  # at scale 1 both parts fall in the same two
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scale = 1.0 if (not split or is_mask_only(name)) else shared_lr_scale
+        scale = 1.0 if is_mask_only(name) else shared_lr_scale
         buckets.setdefault((scale, p.ndim > 1), []).append(p)
     order = [(1.0, True), (1.0, False), (shared_lr_scale, True), (shared_lr_scale, False)]
     return [{"params": buckets[key], "weight_decay": weight_decay if key[1] else 0.0, "lr_scale": key[0],
