@@ -51,10 +51,24 @@ def random_resized_crop(rgb: Tensor, mask: Tensor, scale: tuple[float, float] = 
     return out_rgb, out_mask
 
 
+def jitter_lightness(l: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """Per-sample contrast and brightness jitter of ``l`` float (B, 1, H, W) in [0, 1] (L / 100): each sample's
+    contrast about its own mean times U(1 - strength, 1 + strength), then + U(-strength / 2, strength / 2), clipped
+    to [0, 1]. ``strength`` 0 returns ``l`` itself."""
+    if strength == 0.0:
+        return l
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(l.shape[0], 2, generator=generator, device=gen_device).to(device=l.device, dtype=l.dtype)
+    contrast = (1.0 + strength * (2.0 * u[:, 0] - 1.0)).view(-1, 1, 1, 1)
+    shift = (strength * (u[:, 1] - 0.5)).view(-1, 1, 1, 1)
+    mean = l.mean(dim=(1, 2, 3), keepdim=True)
+    return ((l - mean) * contrast + mean + shift).clamp(0.0, 1.0)
+
+
 def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, crop: int | None = None,
                      generator: torch.Generator | None = None,
                      resized_crop_scale: tuple[float, float] | None = None,
-                     labelled: Tensor | None = None) -> dict[str, Tensor]:
+                     labelled: Tensor | None = None, lightness_jitter: float = 0.0) -> dict[str, Tensor]:
     """uint8 batches -> model tensors, on the inputs' device.
 
     In: ``rgb`` uint8 (B, H, W, 3); ``mask`` uint8 (B, H, W).
@@ -66,6 +80,8 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
     mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
     ``labelled`` bool (B,): rows without a mask (photos) get :data:`IGNORE_INDEX` everywhere in ``target``, so they
     count in the color loss only; None = every row has a mask.
+    ``lightness_jitter`` (with ``train``): :func:`jitter_lightness` of ``l`` at that strength, drawn after the crops
+    and flips; ``ab`` and ``target`` stay the photo's own.
     """
     if rgb.dtype != torch.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"rgb must be uint8 (B, H, W, 3); got {rgb.dtype} {tuple(rgb.shape)}")
@@ -106,4 +122,7 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
             raise ValueError(f"labelled must be (B,) = ({batch},); got {tuple(labelled.shape)}")
         unlabelled = ~labelled.to(device=target.device, dtype=torch.bool)
         target = target.masked_fill(unlabelled.view(-1, 1, 1), IGNORE_INDEX)
-    return {"l": color.l_to_model(lightness), "ab": ab, "target": target}
+    l_input = color.l_to_model(lightness)
+    if train and lightness_jitter > 0.0:
+        l_input = jitter_lightness(l_input, lightness_jitter, generator)
+    return {"l": l_input, "ab": ab, "target": target}

@@ -124,9 +124,14 @@ class TrainConfig:
                             "on CPU), bf16 (autocast on CPU too), fp32")
     ddp_bucket_mb: float = option(25.0, help="DDP gradient bucket size in MB: each bucket's all-reduce starts as "
                                   "soon as its gradients are ready, overlapping the rest of the backward pass")
-    augment: bool = option(True, help="training augmentation: random resized crops (50-100 %% of the area, aspect "
-                           "3:4 to 4:3, resized back: scale jitter) and horizontal flips, the same for image and "
-                           "mask; --no-augment trains on the images as they are")
+    augment: bool = option(True, help="training augmentation: random resized crops (--crop-scale-min to 100 %% of "
+                           "the area, aspect 3:4 to 4:3, resized back: scale jitter) and horizontal flips, the same "
+                           "for image and mask, and --lightness-jitter; --no-augment trains on the images as they are")
+    crop_scale_min: float = option(0.5, help="with --augment: the least share of the image's area a random resized "
+                                   "crop covers (up to all of it); lower is stronger scale jitter")
+    lightness_jitter: float = option(0.0, help="with --augment: per-image contrast and brightness jitter of the "
+                                     "gray input (L contrast x U(1-F, 1+F) about its mean, brightness + U(-F/2, "
+                                     "F/2) of the L range, clipped); the colour and mask targets unchanged; 0 off")
     start_timeout: float = option(10.0, help="minutes the run may wait for room for its workers (workers x "
                                   "--cpus-per-worker / --gpus-per-worker; MIN workers when elastic). A request the "
                                   "cluster can never hold (no autoscaler) is refused at once; one that could fit later "
@@ -174,6 +179,11 @@ class TrainConfig:
         if self.shared_lr_scale < 0:
             raise ValueError(f"shared_lr_scale must be >= 0 (0 freezes the shared weights); got "
                              f"{self.shared_lr_scale}")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop_scale_min must be in (0, 1] (a share of the image's area); got "
+                             f"{self.crop_scale_min}")
+        if not 0.0 <= self.lightness_jitter < 1.0:
+            raise ValueError(f"lightness_jitter must be in [0, 1) (0: off); got {self.lightness_jitter}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:

@@ -291,8 +291,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             rgb, mask, labelled = with_photos(batch, next(photo_batches) if photo_batches else None)
             clock.lap("data_wait")
             inputs = preprocess_batch(rgb, mask, config.n_classes, train=config.augment, generator=generator,
-                                      resized_crop_scale=RESIZED_CROP_SCALE if config.augment else None,
-                                      labelled=labelled)
+                                      resized_crop_scale=(config.crop_scale_min, RESIZED_CROP_SCALE[1])
+                                      if config.augment else None,
+                                      labelled=labelled, lightness_jitter=config.lightness_jitter)
             clock.lap("preprocess")
             loss, parts = forward_loss(model, inner.color_head, inputs, loss_config, amp, channels_last)
             if not torch.isfinite(loss):
