@@ -111,24 +111,21 @@ def test_an_unfinished_run_is_resumed_by_name_only_for_the_same_training(tmp_pat
     assert _unfinished_run(str(tmp_path), row, wanted) == f"quality-{row.name}-20260104-000000"
 
 
-def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_reused(tmp_path: Path,
-                                                                                        monkeypatch) -> None:
-    """color-pretrain: the first stage trains colour alone (no segmentation loss, photos in each batch) for its own
-    epochs; the row then trains the protocol's epochs from that stage's latest checkpoint (--init). Run again with
-    the same work folder, both runs are reused and nothing trains."""
+def _record_fits(tmp_path: Path, monkeypatch) -> list:
+    """Replace Ray Train's ``fit`` by one that records each TrainConfig and leaves what a finished run leaves in
+    its folder (epoch checkpoints, best/, metrics; config.json alone: reusing a run reads no weights)."""
     import types
 
     import semcolor.train.driver as driver
-    from semcolor.benchmarks.quality import EPOCHS_BY_SIZE, PRETRAIN_EPOCHS, ROWS, train_row
     from semcolor.model.config import ModelConfig
 
     calls = []
 
-    def fake_fit(config):  # what Ray Train leaves in a finished run folder: epoch checkpoints, best/, metrics
-        calls.append(config)  # (config.json alone: reusing a run reads no weights)
+    def fake_fit(config):
+        calls.append(config)
         run = tmp_path / "runs" / config.name
         for folder, epoch in (("checkpoint_epoch0000", 0), ("checkpoint_epoch0001", 1), ("best", 0)):
-            (run / folder).mkdir(parents=True, exist_ok=True)  # (the last call below may reuse a name)
+            (run / folder).mkdir(parents=True, exist_ok=True)  # (a later call may reuse a name)
             doc = {"format_version": 1, "model": ModelConfig(input_size=32).to_dict(),
                    "extra": {"epoch": epoch, "train_config": config.to_dict()}}
             (run / folder / "config.json").write_text(json.dumps(doc))
@@ -138,6 +135,17 @@ def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_r
                                      latest_checkpoint=str(run / "checkpoint_epoch0001"))
 
     monkeypatch.setattr(driver, "fit", fake_fit)
+    return calls
+
+
+def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_reused(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """color-pretrain: the first stage trains colour alone (no segmentation loss, photos in each batch) for its own
+    epochs; the row then trains the protocol's epochs from that stage's latest checkpoint (--init). Run again with
+    the same work folder, both runs are reused and nothing trains."""
+    from semcolor.benchmarks.quality import EPOCHS_BY_SIZE, PRETRAIN_EPOCHS, ROWS, train_row
+
+    calls = _record_fits(tmp_path, monkeypatch)
     row = next(r for r in ROWS if r.name == "color-pretrain")
     stage = row.pretrain
     assert next(r for r in ROWS if r.name == "color-pretrain-photos").pretrain is stage  # one run for both rows
@@ -170,3 +178,22 @@ def test_a_row_with_a_first_stage_starts_from_its_last_checkpoint_and_both_are_r
         train_row(by_name[name], "i", "m", work, None, "photos", init=first.latest)
         assert (calls[-1].shared_lr_scale, calls[-1].init, calls[-1].mask_loss) == (scale, first.latest, "lovasz")
     assert by_name["color-pretrain-long"].train.get("shared_lr_scale", 1.0) == 1.0
+
+
+def test_the_bf16_rows_train_twice_the_epochs_in_bf16_and_channels_last(tmp_path: Path, monkeypatch) -> None:
+    """bf16-2x, bf16-2x-128, bf16-2x-aug: the default row's training (mask at full resolution, Lovasz) under bf16
+    autocast in channels_last, with twice the protocol's epochs at their size (the same minutes where the CPU has
+    AMX); -aug with stronger crops and the gray input's jitter."""
+    from semcolor.benchmarks.quality import EPOCHS_BY_SIZE, ROWS, train_row
+
+    calls = _record_fits(tmp_path, monkeypatch)
+    by_name = {r.name: r for r in ROWS}
+    for name, size in (("bf16-2x", 96), ("bf16-2x-128", 128), ("bf16-2x-aug", 96)):
+        train_row(by_name[name], "i", "m", str(tmp_path), None, None)
+        config = calls[-1]
+        assert (config.precision, config.channels_last, config.size) == ("bf16", True, size)
+        assert config.epochs == 2 * EPOCHS_BY_SIZE[size] == by_name[name].epochs
+        assert (config.seg_stride, config.mask_loss, config.init) == (1, "lovasz", None)
+    assert (calls[0].crop_scale_min, calls[0].lightness_jitter) == (0.5, 0.0)  # bf16-2x: the default's crops
+    assert (calls[-1].crop_scale_min, calls[-1].lightness_jitter) == (0.25, 0.2)  # bf16-2x-aug
+    assert by_name["mask-full-lovasz"].train.get("precision", "auto") == "auto"

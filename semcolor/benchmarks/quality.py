@@ -85,6 +85,7 @@ class Row:
 
 _FINE = {"seg_stride": 1, "mask_loss": "none"}
 _LOVASZ = {**_FINE, "mask_loss": "lovasz"}
+_BF16 = {**_LOVASZ, "precision": "bf16", "channels_last": True}
 COLOR_ONLY = Row("color-pretrain.stage1", "colour alone: no segmentation loss, photos without masks 9/16 of each "
                  "batch beside ECSSD's 80 %", {**_FINE, "photos": True, "photos_share": 0.5625, "seg_weight": 0.0,
                                                "epochs": PRETRAIN_EPOCHS})
@@ -116,6 +117,14 @@ ROWS: tuple[Row, ...] = (
         "joint training (--shared-lr-scale 0.1)", {**_LOVASZ, "shared_lr_scale": 0.1}, pretrain=COLOR_ONLY_LONG),
     Row("color-pretrain-long-mid", "as color-pretrain-long-slow, the shared weights at 0.3 of the learning rate "
         "(--shared-lr-scale 0.3)", {**_LOVASZ, "shared_lr_scale": 0.3}, pretrain=COLOR_ONLY_LONG),
+    Row("bf16-2x", f"as mask-full-lovasz in bf16 autocast and channels_last (--precision bf16 --channels-last: "
+        f"AMX on a CPU that has it), twice the epochs ({2 * EPOCHS_BY_SIZE[96]}) for about the same minutes",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96]}),
+    Row("bf16-2x-128", f"as bf16-2x at 128 px ({2 * EPOCHS_BY_SIZE[128]} epochs)",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[128]}, size=128),
+    Row("bf16-2x-aug", "as bf16-2x with stronger augmentation: crops of 25-100 % of the area (--crop-scale-min "
+        "0.25) and the gray input's contrast and brightness jittered (--lightness-jitter 0.2)",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "crop_scale_min": 0.25, "lightness_jitter": 0.2}),
 )
 
 
