@@ -97,9 +97,10 @@ class TrainConfig:
     resize_interval: float = option(60.0, help="elastic training: seconds between checks for room to grow the "
                                     "worker group")
     cpus_per_worker: float = option(2.0, help="Ray CPUs per worker; torch uses max(1, round(cpus_per_worker)) "
-                                    "threads. The default layout, 1 worker x 2 CPUs, measured fastest on one "
-                                    "2-core node (0.92 of the model-only bound at 128 px, 2 workers x 1: 0.79; "
-                                    "`semcolor bench train`); across nodes, one worker per node")
+                                    "threads. The default layout, 1 worker x 2 CPUs, on one 2-core node: "
+                                    "0.88-0.92 of the model-only bound at 128 px, 2 workers x 1 0.79-0.93 "
+                                    "(`semcolor bench train` on two hosts), no all-reduce; 1.99 in bf16 with AMX "
+                                    "(--precision bf16 --channels-last); across nodes, one worker per node")
     gpus_per_worker: float = option(0.0, help="GPUs per worker (> 0: CUDA, NCCL, bf16 autocast)")
     storage: str = option("runs", help="run storage: a local folder or s3:// (any URL semcolor.core.storage "
                           "accepts with a pyarrow filesystem)")
@@ -118,7 +119,8 @@ class TrainConfig:
                                        "comes first)")
     shuffle_buffer: int = option(256, help="rows in each worker's local shuffle buffer")
     channels_last: bool | None = option(None, help="channels-last memory format for the model and its inputs; "
-                                        "default: on CUDA only (on CPU it measured no faster: `semcolor bench "
+                                        "default: on CUDA only (on CPU in fp32 it measured no faster; with "
+                                        "--precision bf16 on a CPU with AMX it is part of the 2x: `semcolor bench "
                                         "train`)")
     precision: str = option("auto", choices=PRECISIONS, help="forward precision: auto (bf16 autocast on CUDA, fp32 "
                             "on CPU), bf16 (autocast on CPU too), fp32")
