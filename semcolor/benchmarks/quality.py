@@ -6,7 +6,8 @@ with Ray Train on the 80 % for the same fixed amount of work: :data:`EPOCHS_BY_S
 pixels seen at every size: 44 epochs at 96 px, 25 at 128, 16 at 160), one worker x 2 CPUs (the training default,
 the fastest layout on one 2-core node: `semcolor bench train`), batch :data:`BATCH`, augmentation on: about 30
 minutes on an idle 2-core machine; a fixed amount of work, not a wall-clock budget, so that a busy machine gives
-every row the same training. A row with photos without masks
+every row the same training. A row may set its own epochs and say so (bf16-2x: twice the work, which bf16 autocast
+on a CPU with AMX fits in about the same minutes). A row with photos without masks
 (``--photos-data``, default the shared photos-unlabeled set) holds them at ``photos_share`` of each batch, so an
 epoch (one pass over the pairs) costs 1 / (1 - share) as much and the row trains that many times fewer epochs.
 A row with a first stage (``Row.pretrain``: colour alone, :data:`PRETRAIN_EPOCHS` epochs, no segmentation loss)
@@ -77,7 +78,7 @@ class Row:
     @property
     def epochs(self) -> int:
         """:data:`EPOCHS_BY_SIZE` at its size, times (1 - photos share) with photos (the same images per row)."""
-        if "epochs" in self.train:  # a first stage sets its own
+        if "epochs" in self.train:  # a first stage, or a row of more work (bf16-2x), sets its own
             return int(self.train["epochs"])
         share = float(self.train.get("photos_share", 0.0)) if self.train.get("photos") else 0.0
         return max(1, round(EPOCHS_BY_SIZE[self.size] * (1.0 - share)))
