@@ -311,7 +311,7 @@ def test_a_read_only_cache_is_used_as_it_is(checkpoints, exported, tmp_path, mon
 
 def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch):
     """`export_for_cpu_actors`: a checkpoint directory on auto or onnxruntime is exported before the actors start;
-    torch, or a .onnx file, exports nothing."""
+    torch, a .onnx file, or --precision bf16 (torch) exports nothing."""
     from semcolor.bulk import job
     from semcolor.model import export_cache
 
@@ -320,6 +320,8 @@ def test_the_bulk_driver_exports_only_for_cpu_actors_on_onnxruntime(monkeypatch)
     for checkpoint_url, backend in (("ckpt", "auto"), ("ckpt", "onnxruntime"), ("ckpt", "torch"),
                                     ("model.onnx", "auto")):
         job.export_for_cpu_actors(checkpoint_url, backend)
+    assert calls == ["ckpt", "ckpt"]
+    job.export_for_cpu_actors("ckpt", "auto", "bf16")  # bf16 runs torch: nothing to export
     assert calls == ["ckpt", "ckpt"]
 
 

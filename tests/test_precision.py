@@ -106,6 +106,42 @@ def test_precision_and_memory_format_resolve_per_device_and_load(model, tmp_path
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
 
+def test_precision_bf16_reaches_the_colorizer_through_every_front_end(model, tmp_path):
+    """``--precision bf16`` (colorize, serve): torch in bf16 autocast and channels_last on CPU, also under ``--backend
+    auto`` (which is onnxruntime on CPU in fp32); refused with onnxruntime or a .onnx graph, naming both; the bulk
+    actor loads it; its outputs stay within the export's tolerance of fp32."""
+    from pydantic import ValidationError
+
+    from semcolor.bulk.job import ColorizeConfig
+    from semcolor.bulk.stages import ColorizeActor
+    from semcolor.model.inference import load_colorizer, resolve_backend
+    from semcolor.serve.args import ServeArgs
+
+    net, config = model
+    url = checkpoint.save(net, config, str(tmp_path / "ckpt"))
+    assert resolve_backend("auto", "cpu", "bf16") == "torch" and resolve_backend("torch", "cpu", "bf16") == "torch"
+    assert resolve_backend("auto", "cpu", "fp32") == resolve_backend("auto", "cpu") == "onnxruntime"
+    bf16 = load_colorizer(url, device="cpu", backend="auto", precision="bf16").predictor
+    assert isinstance(bf16, TorchPredictor) and bf16.autocast is torch.bfloat16 and bf16.channels_last
+    fp32 = load_colorizer(url, device="cpu", backend="torch", precision="fp32").predictor
+    assert fp32.autocast is None and not fp32.channels_last
+    l8, v = _l8(), np.array([0.0, 0.45, 1.0], np.float32)
+    (ab_max, ab_share), (fg_max, _) = (_diff(a, b) for a, b in zip(fp32.predict(l8, v), bf16.predict(l8, v)))
+    assert ab_max <= AB_TOLERANCE and ab_share <= MAX_DIFFERING_SHARE and fg_max <= FG_TOLERANCE
+
+    actor = ColorizeActor(url, size=64, device="cpu", threads=1, backend="auto", precision="bf16")
+    assert actor.colorizer.predictor.describe()["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision bf16 runs on the torch backend; --backend onnxruntime"):
+        ColorizeConfig(src="in", dst="out", checkpoint=url, backend="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match=r"model\.onnx is an ONNX graph"):
+        ColorizeConfig(src="in", dst="out", checkpoint="s3://b/model.onnx", precision="bf16")
+    with pytest.raises(ValueError, match="Wrong precision 'fp16'"):
+        load_colorizer(url, device="cpu", precision="fp16")
+    with pytest.raises(ValidationError, match="precision bf16 runs on the torch backend"):
+        ServeArgs(checkpoint=url, backend="onnxruntime", precision="bf16")
+    assert ServeArgs(checkpoint=url, precision="bf16").settings().precision == "bf16"
+
+
 def _training_inputs(device: str) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     rgb = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8, generator=gen)

@@ -7,7 +7,7 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
-from semcolor.model.config import BACKENDS
+from semcolor.model.config import BACKENDS, PRECISIONS
 from semcolor.options import option
 
 BENCHMARKS = ("model", "data", "colorize", "train", "serve", "quality", "plan")
@@ -29,6 +29,9 @@ class BenchOptions:
     backend: str = option("auto", choices=BACKENDS, help="colorize, serve: the inference backend of the model-only "
                           "bound and of the actors / replicas measured (auto = onnxruntime on CPU, as `semcolor "
                           "colorize` and `semcolor serve` run)")
+    precision: str = option("auto", choices=PRECISIONS, help="colorize: the torch forward's precision in the bound, "
+                            "the naive loop and the actors (`semcolor colorize --precision`); bf16 runs torch, and "
+                            "the results go to OUT/colorize-bf16.json")
     device: str = option("cpu", choices=("cpu", "cuda"), help="colorize: where the model runs; cuda: torch with "
                          "bf16 autocast and channels_last in the bound and the naive loop, and one model actor "
                          "with one GPU in the pipeline (its figures are per GPU)")

@@ -113,22 +113,24 @@ def model_bound(colorizer: Colorizer, batch: int) -> dict:
     return {**predict_bound(colorizer, batch, BOUND_ROUNDS, BOUND_SECONDS).as_dict(), "load": _load()}
 
 
-def _bound_process(ckpt: str, size: int, batch: int, backend: str, barrier, results) -> None:
+def _bound_process(ckpt: str, size: int, batch: int, backend: str, precision: str, barrier, results) -> None:
     """One 1-thread process of :func:`model_bound_processes` (module level: spawned processes import it); each round
     starts when every process reaches ``barrier``."""
     torch.set_num_threads(1)
-    colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=backend, threads=1)
+    colorizer = load_colorizer(ckpt, device="cpu", size=size, backend=backend, threads=1, precision=precision)
     results.put(predict_bound(colorizer, batch, BOUND_ROUNDS, BOUND_SECONDS, before_round=barrier.wait))
 
 
-def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, backend: str = "auto") -> dict:
+def model_bound_processes(ckpt: str, size: int, batch: int, processes: int, backend: str = "auto",
+                          precision: str = "auto") -> dict:
     """The bound of ``processes`` concurrent 1-thread processes (the same total threads as one process with
     ``processes`` threads), their rounds timed together (:func:`together`): figures and the load."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, backend, barrier, results))
+    procs = [ctx.Process(target=_bound_process, args=(ckpt, size, batch, backend, precision, barrier,
+                                                                 results))
              for _ in range(processes)]
     for proc in procs:
         proc.start()
@@ -179,14 +181,14 @@ def naive_loop(colorizer: Colorizer, sources: list[str], dst: str) -> dict:
             "cpu_s_per_image": (time.process_time() - cpu) / len(sources), "load": _load()}
 
 
-def resolution_costs(ckpt: str, size: int, batch: int, backend: str, device: str, reps: int = 2
-                     ) -> tuple[dict, list[dict]]:
+def resolution_costs(ckpt: str, size: int, batch: int, backend: str, device: str, reps: int = 2,
+                     precision: str = "auto") -> tuple[dict, list[dict]]:
     """Seconds per image by stage for synthetic JPEG sources of growing size, all on one thread
     (:data:`RESOLUTION_ROWS`): (the model's 1-thread bound, the rows)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        colorizer = load_colorizer(ckpt, device=device, size=size, backend=backend, threads=1)
+        colorizer = load_colorizer(ckpt, device=device, size=size, backend=backend, threads=1, precision=precision)
         bound = {**model_bound(colorizer, batch), "threads": 1, "backend": colorizer.predictor.describe()["backend"]}
         return bound, _resolution_rows(colorizer, 1.0 / bound["images_per_s"], reps)
     finally:
@@ -222,7 +224,7 @@ STEADY = "steady = rows finished between the 10th and 90th percentile of finish 
 
 
 def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int, actors: int, backend: str,
-              gpus_per_actor: float = 0.0) -> dict:
+              gpus_per_actor: float = 0.0, precision: str = "auto") -> dict:
     """One colorize run (``gpus_per_actor`` > 0: GPU actors, ``threads`` unused); end-to-end and steady images/s
     (:data:`STEADY`), per-quarter rates, object-store bytes/row, CPU seconds per image of the whole Ray on this host
     + driver (None, with the reason in ``cpu_scope``, when Ray's processes cannot all be found here) and per
@@ -236,7 +238,8 @@ def _pipeline(src: str, dst: str, ckpt: str, size: int, batch: int, threads: int
     threads_per_actor = None if gpus_per_actor else threads // actors
     called = time.time()
     summary = colorize(src, dst, ckpt, size=size, batch_size=batch, actors=str(actors), masks=False,  # NAIVE_WORK
-                       threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor, backend=backend)
+                       threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor, backend=backend,
+                       precision=precision)
     cpu = sampler.stop() if sampler is not None else None
     records = read_records(dst)
     finished = np.sort(np.asarray(records["finished_at"].to_pylist(), dtype=np.float64))
@@ -316,7 +319,8 @@ def _print_table(result: dict) -> None:
         rows.append((f"  {STEADY}", p["steady_p10_p90_images_per_s"], p["steady_p10_p90_per_bound"],
                      p["steady_p10_p90_per_naive"]))
     print(f"\ncolorize benchmark: {result['images']} photos from {result['data']}, model {result['arch']} "
-          f"at {result['size']} px on {result['backend']} ({result.get('device', 'cpu')}), "
+          f"at {result['size']} px on {result['backend']} {result.get('precision', 'fp32')} "
+          f"({result.get('device', 'cpu')}), "
           f"{result['ray_cpus']:g} Ray CPUs")
     print("/bound: images/s over the mean of the bounds measured just before and after that measure; "
           "/naive: over the naive loop's images/s")
@@ -450,6 +454,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     device = bench_device(getattr(args, "device", "cpu"))
+    precision = getattr(args, "precision", "auto")
     if getattr(args, "rows", None) == "resolution":
         return run_resolution(args, device)
     gpus = 1.0 if device == "cuda" else 0.0
@@ -473,11 +478,13 @@ def run(args: argparse.Namespace) -> int:
         config = ModelConfig(arch="unet", input_size=args.size)
         ckpt = checkpoint.save(build_model(config), config, str(work / "model"))
         _gpu_as_the_actors(device)
-        colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads)
+        colorizer = load_colorizer(ckpt, device=device, size=args.size, backend=args.backend, threads=args.threads,
+                                   precision=precision)
         torch.set_num_threads(args.threads)
         result: dict = {"data": str(images), "images": len(sources), "arch": config.arch, "size": args.size,
                         "batch_size": args.batch_size, "threads": args.threads,
                         "backend": colorizer.predictor.describe()["backend"], "device": device,
+                        "precision": colorizer.predictor.describe().get("precision", "fp32"),
                         "gpu": torch.cuda.get_device_name(0) if gpus else None,
                         "definitions": {
                             "bound": statistic(BOUND_ROUNDS, BOUND_SECONDS) + "; in bounds, the better of one "
@@ -499,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
             threads = model_bound(colorizer, args.batch_size)
             procs = None if gpus else model_bound_processes(ckpt, args.size, args.batch_size, args.threads,
-                                                            backend=args.backend)
+                                                            backend=args.backend, precision=precision)
             best = max((r for r in (threads, procs) if r is not None), key=lambda r: r["images_per_s"])
             bounds.append({"when": label, "images_per_s": best["images_per_s"],
                            "cpu_s_per_image": best["cpu_s_per_image"], "one_process": threads,
@@ -511,7 +518,8 @@ def run(args: argparse.Namespace) -> int:
         print("measuring stages ...", flush=True)
         result["stages"] = stage_rates(sources[:STAGE_IMAGES], args.size)
         result["resolution_bound"], result["resolution"] = resolution_costs(ckpt, args.size, args.batch_size,
-                                                                            args.backend, device)
+                                                                            args.backend, device,
+                                                                            precision=precision)
         print("measuring the naive loop ...", flush=True)
         torch.set_num_threads(args.threads)
         result["naive"] = naive_loop(colorizer, sources[:NAIVE_IMAGES], str(work / "naive"))
@@ -533,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"measuring the pipeline local -> local, {actors} actor(s) x "
                   f"{'1 GPU' if gpus else f'{args.threads // actors} thread(s)'} ...", flush=True)
             result[name] = _pipeline(src, str(work / name), ckpt, args.size, args.batch_size, args.threads, actors,
-                                     args.backend, gpus)
+                                     args.backend, gpus, precision)
             after = bound(f"after {name}")
             around[name], before = (before + after) / 2, after
         best_actors = max(layouts.items(),
@@ -548,7 +556,7 @@ def run(args: argparse.Namespace) -> int:
                 print("measuring the pipeline s3 -> s3 ...", flush=True)
                 moto_cpu = cpu_seconds(moto_pid)
                 result["pipeline_s3"] = _pipeline(prefix, f"s3://{BUCKET}/out", ckpt, args.size, args.batch_size,
-                                                  args.threads, best_actors, args.backend, gpus)
+                                                  args.threads, best_actors, args.backend, gpus, precision)
                 result["pipeline_s3"]["s3_server_cpu_s_per_image"] = (
                     (cpu_seconds(moto_pid) - moto_cpu) / max(1, result["pipeline_s3"]["images"]))
                 b4 = bound("after pipeline s3")
@@ -561,7 +569,7 @@ def run(args: argparse.Namespace) -> int:
                     servers_cpu = cpu_seconds(moto_pid) + cpu_seconds(proxy_pid)
                     result["pipeline_s3_latency"] = _pipeline(prefix, f"s3://{BUCKET}/out_latency", ckpt, args.size,
                                                               args.batch_size, args.threads, best_actors, args.backend,
-                                                              gpus)
+                                                              gpus, precision)
                     result["pipeline_s3_latency"]["request_latency_s"] = S3_LATENCY_S
                     result["pipeline_s3_latency"]["s3_server_cpu_s_per_image"] = (  # moto and the proxy
                         (cpu_seconds(moto_pid) + cpu_seconds(proxy_pid) - servers_cpu)
@@ -577,5 +585,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _print_table(result)
-    write_result(args.out, "colorize", result)
+    write_result(args.out, "colorize-bf16" if precision == "bf16" else "colorize", result)
     return 0

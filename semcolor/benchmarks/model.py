@@ -11,8 +11,8 @@ Absolute rates on a shared machine move with its load (the JSON records it).
 the call the bulk actors and the Serve replica make) with each inference backend (torch; onnxruntime on the
 verified export), at ``--threads`` threads and at 1 thread (the bulk job's actors on a small machine), batch 1 and
 16; the backends alternate per cell and ``onnxruntime_over_torch`` is the ratio within the cell, the figure the CPU
-default follows. ``torch_bf16``: torch in bf16 autocast and channels_last (the CUDA branch, on CPU; fast where the
-CPU has AMX), with ``torch_bf16_over_onnxruntime`` in the cell. Prints tables, writes ``OUT/model.json`` (with the
+default follows. ``torch_bf16``: torch in bf16 autocast and channels_last (``--precision bf16`` of colorize and
+serve: the CUDA branch, on CPU; fast where the CPU has AMX), with ``torch_bf16_over_onnxruntime`` in the cell. Prints tables, writes ``OUT/model.json`` (with the
 environment block of :mod:`semcolor.benchmarks._report`).
 """
 
@@ -74,11 +74,9 @@ def backend_rows(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (
     """Model-only images/s of the unet by backend, per (threads, batch) cell, the backends measured back to back."""
     import tempfile
 
-    from semcolor.core.colorizer import Colorizer
     from semcolor.model import checkpoint
     from semcolor.model.config import ENGINES
     from semcolor.model.inference import load_colorizer
-    from semcolor.model.torch_predictor import load_torch_predictor
 
     previous = torch.get_num_threads()
     rows = []
@@ -91,8 +89,8 @@ def backend_rows(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (
                 torch.set_num_threads(t)
                 colorizers = {b: load_colorizer(ckpt, device="cpu", size=size, backend=b, threads=t)
                               for b in ENGINES}
-                colorizers["torch_bf16"] = Colorizer(load_torch_predictor(ckpt, "cpu", size, precision="bf16",
-                                                                          memory_format="channels_last"))
+                colorizers["torch_bf16"] = load_colorizer(ckpt, device="cpu", size=size, backend="torch",
+                                                          precision="bf16")  # channels_last with it
                 for batch in batches:
                     row: dict = {"threads": t, "batch": batch}
                     for backend, colorizer in colorizers.items():

@@ -48,8 +48,8 @@ from semcolor.core.encode import check_quality, extension_of
 from semcolor.core.flip_average import check_tta, tta_option
 from semcolor.core.refine import check_refine, refine_option
 from semcolor.data.pairs import read_manifest_columns
-from semcolor.model.config import backend_option, check_vividness, vividness_option
-from semcolor.model.onnx_format import check_backend
+from semcolor.model.config import backend_option, check_vividness, precision_option, vividness_option
+from semcolor.model.onnx_format import check_backend, check_precision
 from semcolor.options import config_from_args, option, parse_count_range
 from semcolor.ray_env import (
     alive_nodes,
@@ -94,6 +94,7 @@ class ColorizeConfig:
     max_pixels: int = option(DEFAULT_MAX_PIXELS, help="sources with more pixels (width x height) are recorded as "
                              "too_large errors")
     backend: str = backend_option()
+    precision: str = precision_option()
     threads_per_actor: int | None = option(None, help="torch (or onnxruntime) threads per CPU model actor; default "
                                            "this machine's cores / actors")
     cpus_per_actor: float | None = option(None, help="CPUs each model actor reserves; default 1 with GPUs, else "
@@ -118,6 +119,7 @@ class ColorizeConfig:
         parse_actors(self.actors)
         check_vividness(self.vividness)
         check_backend(self.backend, self.checkpoint)
+        check_precision(self.precision, self.backend, self.checkpoint)
         check_refine(self.refine)
         check_tta(self.tta)
         check_quality(self.quality)
@@ -309,8 +311,9 @@ def actor_memory(batch_size: int, size: int) -> int:
     return ACTOR_BASE_MEMORY + batch_size * size * size * ACTIVATION_BYTES_PER_PIXEL
 
 
-def export_for_cpu_actors(checkpoint: str, backend: str) -> None:
-    """When CPU actors on this machine will run ``checkpoint`` on onnxruntime (``backend`` auto or onnxruntime):
+def export_for_cpu_actors(checkpoint: str, backend: str, precision: str = "auto") -> None:
+    """When CPU actors on this machine will run ``checkpoint`` on onnxruntime (``backend`` auto or onnxruntime, and
+    ``precision`` not bf16, which runs on torch):
     export and verify it here, once per machine (:func:`semcolor.model.export_cache.cached_export`), before they
     start. An actor that exports holds torch and the exporter's memory beside its model (more than its memory
     reservation), and every actor waits for it; on other nodes the first actor still exports."""
@@ -318,7 +321,7 @@ def export_for_cpu_actors(checkpoint: str, backend: str) -> None:
     from semcolor.model.export_cache import cached_export
     from semcolor.model.onnx_format import is_onnx
 
-    if not is_onnx(checkpoint) and resolve_backend(backend, "cpu") == "onnxruntime":
+    if not is_onnx(checkpoint) and resolve_backend(backend, "cpu", precision) == "onnxruntime":
         cached_export(checkpoint)
 
 
@@ -371,13 +374,13 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
 
     lab_table()  # built once per machine (with torch, ~1 s) and cached: this node's merge workers map it, torch-free
     if config.gpus_per_actor == 0 and (not ray.is_initialized() or alive_nodes() == 1):  # the actors run here
-        export_for_cpu_actors(config.checkpoint, config.backend)
+        export_for_cpu_actors(config.checkpoint, config.backend, config.precision)
 
     # S3 settings travel as an argument to tasks (a per-stage runtime_env would force fresh worker
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
     s3 = storage.s3_options_for([config.dst, *todo["source"].to_pylist()])
     actor_env = storage_env([config.checkpoint])
-    if config.backend != "torch" and os.environ.get(CACHE_ENV):  # where actors cache their export
+    if config.backend != "torch" and config.precision != "bf16" and os.environ.get(CACHE_ENV):  # their export
         actor_env[CACHE_ENV] = os.environ[CACHE_ENV]
     gpus = config.gpus_per_actor
     threads = config.threads_per_actor
@@ -414,7 +417,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
                             fn_constructor_kwargs={"checkpoint": config.checkpoint, "size": size,
                                                    "device": "cuda" if gpus > 0 else "cpu", "threads": threads,
                                                    "vividness": config.vividness, "backend": config.backend,
-                                                   "max_pixels": int(config.max_pixels), "tta": config.tta},
+                                                   "max_pixels": int(config.max_pixels), "tta": config.tta,
+                                                   "precision": config.precision},
                             udf_modifying_row_count=False,
                             runtime_env={"env_vars": actor_env} if actor_env else None)
         ds = ds.map_batches(merge_encode_write, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,

@@ -135,9 +135,10 @@ class ColorizeActor:
     ``threads``: torch (or onnxruntime) intra-op threads for this actor (CPU inference); ``vividness``: see
     :meth:`semcolor.core.colorizer.Colorizer.predict`; ``backend``: auto, torch or onnxruntime, resolved on the
     actor's node (:func:`semcolor.model.inference.resolve_backend`: onnxruntime on CPU for auto; then the actor
-    never imports torch once the node has the export cached); ``tta``: test-time augmentation
-    (:mod:`semcolor.core.flip_average`). Inference is deterministic
-    (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the same bytes.
+    never imports torch once the node has the export cached); ``precision``: the torch forward's (auto, bf16 or
+    fp32; bf16 runs torch on a CPU actor too); ``tta``: test-time augmentation (:mod:`semcolor.core.flip_average`).
+    Inference is deterministic (deterministic algorithms, no cuDNN autotuning), so a key redone on a rerun gets the
+    same bytes; in bf16 a key redone in another batch may differ by 1 (a batch's kernels round differently).
 
     Rows whose JPEG bytes the decode stage passed on (``jpeg``, see :func:`decode_rows` ``defer_jpeg``) are decoded
     here first, in one batch on the actor's device (nvJPEG on a GPU, :mod:`semcolor.bulk.jpeg_decode`; Pillow for
@@ -147,7 +148,7 @@ class ColorizeActor:
 
     def __init__(self, checkpoint: str, size: int, device: str = "auto", threads: int | None = None,
                  vividness: float | None = None, backend: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 tta: str = DEFAULT_TTA) -> None:
+                 tta: str = DEFAULT_TTA, precision: str = "auto") -> None:
         from semcolor.model.inference import load_colorizer, resolve_backend
 
         if device == "cuda":  # a node can declare a GPU it cannot use: say so here, not deep in torch
@@ -156,7 +157,7 @@ class ColorizeActor:
             problem = cuda_problem("--gpus-per-actor")
             if problem:
                 raise RuntimeError(problem)
-        if resolve_backend(backend, device) == "torch":  # onnxruntime on a CPU actor: torch is never imported
+        if resolve_backend(backend, device, precision) == "torch":  # onnxruntime on a CPU actor: no torch import
             import torch
 
             from semcolor.model.torch_predictor import make_deterministic
@@ -165,7 +166,7 @@ class ColorizeActor:
                 torch.set_num_threads(max(1, int(threads)))
             make_deterministic()
         self.colorizer = load_colorizer(checkpoint, device=device, size=size, backend=backend, threads=threads,
-                                        tta=tta)
+                                        tta=tta, precision=precision)
         self.size = size
         self.vividness = vividness
         self.decode_device = "cuda" if device == "cuda" else "cpu"

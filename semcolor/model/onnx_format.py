@@ -49,6 +49,23 @@ def check_backend(backend: str, url: str | None = None) -> str:
     return backend
 
 
+def check_precision(precision: str, backend: str, url: str | None = None) -> str:
+    """``precision`` when it is one of :data:`semcolor.model.config.PRECISIONS` and ``backend`` (and the model at
+    ``url``) can run it: bf16 needs torch (the ONNX graph computes in fp32), so neither ``--backend onnxruntime`` nor
+    a ``.onnx`` file; else ValueError naming both."""
+    from semcolor.model.config import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"Wrong precision {precision!r}; supported: {list(PRECISIONS)}")
+    if precision == "bf16" and backend == "onnxruntime":
+        raise ValueError("--precision bf16 runs on the torch backend; --backend onnxruntime computes in fp32 "
+                         "(use --backend torch or auto)")
+    if precision == "bf16" and url is not None and is_onnx(url):
+        raise ValueError(f"--precision bf16 runs on the torch backend; {url} is an ONNX graph (fp32 on onnxruntime): "
+                         "give its checkpoint directory")
+    return precision
+
+
 def default_threads() -> int:
     """This process's usable cores."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -83,7 +83,9 @@ class TorchPredictor:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """l8_small uint8 (B, S, S) -> (ab8 int8 (B, 2, S, S) LAB units, fg8 uint8 (B, S, S)); ``vividness`` in
         [0, 1], one value or one per image (B,)."""
-        x = l8_to_input(torch.from_numpy(np.ascontiguousarray(l8_small)).to(self.device, non_blocking=True))
+        # a writable C-contiguous array (Ray's batches are read-only: torch warns on those and copies nothing)
+        x = l8_to_input(torch.from_numpy(np.require(l8_small, requirements=("C", "W"))).to(self.device,
+                                                                                          non_blocking=True))
         v = torch.as_tensor(vividness, dtype=torch.float32, device=self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -207,7 +207,7 @@ class SemcolorService:
         # auto: the GPU Ray gave this replica, else the CPU, decided without importing torch (an onnxruntime
         # replica never loads it)
         device = settings.device if settings.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
-        engine = resolve_backend(settings.backend, device)
+        engine = resolve_backend(settings.backend, device, settings.precision)
         thread_setup = None
         if engine == "torch":
             import torch
@@ -232,7 +232,7 @@ class SemcolorService:
                                             initializer=thread_setup, initargs=(1,) if thread_setup else ())
         self.colorizer = load_colorizer(settings.checkpoint, device=device, size=settings.size,
                                         refine=settings.refine, backend=engine, threads=self.model_threads,
-                                        tta=settings.tta)
+                                        tta=settings.tta, precision=settings.precision)
         self._forward.set_max_batch_size(settings.max_batch_size)
         self._forward.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.stats = BatchStats()
