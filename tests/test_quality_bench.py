@@ -197,3 +197,66 @@ def test_the_bf16_rows_train_twice_the_epochs_in_bf16_and_channels_last(tmp_path
     assert (calls[0].crop_scale_min, calls[0].lightness_jitter) == (0.5, 0.0)  # bf16-2x: the default's crops
     assert (calls[-1].crop_scale_min, calls[-1].lightness_jitter) == (0.25, 0.2)  # bf16-2x-aug
     assert by_name["mask-full-lovasz"].train.get("precision", "auto") == "auto"
+
+
+def test_the_pseudo_label_row_trains_its_teacher_draws_masks_with_it_and_trains_on_them(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """pseudo-labels: the teacher row trains (or is reused), its best model draws masks for the photos without masks
+    (the bulk job with --masks and flip averaging), a manifest pairs each photo with its drawn mask (a photo whose
+    drawing failed has none), and the row trains on it as train-only pairs for fewer epochs (the same steps). Run
+    again with the same work folder, nothing is trained or drawn again."""
+    import types
+
+    from PIL import Image
+
+    import semcolor.bulk.job as bulk_job
+    import semcolor.evaluation.job as evaluation_job
+    from semcolor.benchmarks import quality
+    from semcolor.data.pairs import read_manifest
+
+    calls = _record_fits(tmp_path, monkeypatch)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for key in ("a", "b", "c"):
+        Image.new("RGB", (8, 6)).save(photos / f"{key}.jpg")
+    drawn = []
+
+    def fake_colorize(src, dst, checkpoint, **options):
+        drawn.append((src, checkpoint, options))
+        for key in ("a", "b"):  # c: an error record, no mask
+            (Path(dst) / "masks").mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 6)).save(Path(dst) / "masks" / f"{key}.png")
+        return types.SimpleNamespace(failed=1)
+
+    def fake_evaluate(checkpoint, out, **kwargs):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "grid.png").write_bytes(b"png")
+        return {"miou": 0.7, "pixel_accuracy": 0.9, "boundary_iou": 0.2, "psnr": 22.0, "ssim": 0.9,
+                "colorfulness_ratio": 0.6, "gray_baseline": {"psnr": 21.8}, "counts": {}}
+
+    monkeypatch.setattr(bulk_job, "colorize", fake_colorize)
+    monkeypatch.setattr(evaluation_job, "evaluate", fake_evaluate)
+    row = next(r for r in quality.ROWS if r.name == "pseudo-labels")
+    assert row.teacher is next(r for r in quality.ROWS if r.name == "bf16-2x-128")
+    out, work = tmp_path / "out", str(tmp_path)  # (the fake fit writes its runs under tmp_path/runs)
+    out.mkdir()
+    lines = quality.run_row(row, "i", "m", str(out), work, None, photos=str(photos))
+    teacher, student = calls
+    assert (teacher.size, teacher.epochs, teacher.train_pairs) == (128, 50, None)
+    ((src, checkpoint, options),) = drawn
+    assert (src, checkpoint) == (str(photos), str(Path(work) / "runs" / teacher.name / "best"))
+    assert options["masks"] and options["tta"] == "flip"
+    manifest = str(Path(work) / "pseudo-bf16-2x-128" / "pairs.parquet")
+    assert student.train_pairs == [manifest] and student.photos is None
+    pairs = read_manifest(manifest)
+    assert pairs["key"].to_pylist() == ["a", "b"]
+    assert pairs["image"].to_pylist() == [str(photos / "a.jpg"), str(photos / "b.jpg")]
+    assert (student.size, student.precision, student.epochs) == (128, "bf16", round(50 * 776 / 1776))
+    detail = lines[0]["detail"]
+    assert detail["pseudo_labels"]["manifest"] == "WORK/pseudo-bf16-2x-128/pairs.parquet"
+    assert (detail["pseudo_labels"]["pairs"], detail["pseudo_labels"]["failed"]) == (2, 1)
+    assert detail["train_config"]["train_pairs"] == ["WORK/pseudo-bf16-2x-128/pairs.parquet"]
+    again = quality.run_row(row, "i", "m", str(out), work, None, photos=str(photos))
+    assert (len(calls), len(drawn)) == (2, 1)  # both trainings and the drawing reused
+    drawing = detail["pseudo_labels"]["minutes"]
+    assert again[0]["train_minutes"] == pytest.approx(1.0 + drawing + 1.0)  # teacher + drawing + row (metrics)

@@ -12,7 +12,10 @@ on a CPU with AMX fits in about the same minutes). A row with photos without mas
 epoch (one pass over the pairs) costs 1 / (1 - share) as much and the row trains that many times fewer epochs.
 A row with a first stage (``Row.pretrain``: colour alone, :data:`PRETRAIN_EPOCHS` epochs, no segmentation loss)
 trains that stage first and starts its own training from the stage's last checkpoint (``--init``); its minutes
-count both stages, and rows sharing a stage share its run in ``--work``.
+count both stages, and rows sharing a stage share its run in ``--work``. A row with a teacher (``Row.teacher``:
+pseudo-labels) trains that row (or reuses it), has its best model draw masks for the photos without masks (`semcolor
+colorize --masks --tta flip`, kept in ``WORK/pseudo-TEACHER``) and trains on them beside the pairs
+(``--train-pairs``, never validated); its minutes count all three.
 Then `semcolor evaluate` measures its best checkpoint on the 20 % at the photos' full resolution, with the gray
 baseline (AB = 0) beside it. A bins-head row is measured at each vividness of :data:`VIVIDNESS` (inference rows of
 one trained model), with the default guided upsampling; every trained row is measured once more with bilinear
@@ -74,6 +77,9 @@ class Row:
     pretrain: "Row | None" = None
     """A first stage whose last checkpoint starts the row's training (``init``), e.g. colour alone with no
     segmentation loss; None: the row starts from random init. Rows sharing a stage share its run."""
+    teacher: "Row | None" = None
+    """A row whose best model draws masks for the photos without masks (:func:`pseudo_labels`): they train this row
+    beside the pairs (``--train-pairs``); its minutes count the teacher's training and the drawing too."""
 
     @property
     def epochs(self) -> int:
@@ -90,6 +96,11 @@ _BF16 = {**_LOVASZ, "precision": "bf16", "channels_last": True}
 COLOR_ONLY = Row("color-pretrain.stage1", "colour alone: no segmentation loss, photos without masks 9/16 of each "
                  "batch beside ECSSD's 80 %", {**_FINE, "photos": True, "photos_share": 0.5625, "seg_weight": 0.0,
                                                "epochs": PRETRAIN_EPOCHS})
+BF16_2X_128 = Row("bf16-2x-128", f"as bf16-2x at 128 px ({2 * EPOCHS_BY_SIZE[128]} epochs)",
+                  {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[128]}, size=128)
+TRAIN_PAIRS, PHOTOS = 776, 1000
+"""ECSSD's 80 % (the training split) and the photos without masks of the shared set."""
+_PSEUDO_EPOCHS = round(BF16_2X_128.epochs * TRAIN_PAIRS / (TRAIN_PAIRS + PHOTOS))
 COLOR_ONLY_LONG = dataclasses.replace(COLOR_ONLY, name="color-pretrain-long.stage1",
                                       train={**COLOR_ONLY.train, "epochs": 2 * PRETRAIN_EPOCHS})
 ROWS: tuple[Row, ...] = (
@@ -121,8 +132,11 @@ ROWS: tuple[Row, ...] = (
     Row("bf16-2x", f"as mask-full-lovasz in bf16 autocast and channels_last (--precision bf16 --channels-last: "
         f"AMX on a CPU that has it), twice the epochs ({2 * EPOCHS_BY_SIZE[96]}) for about the same minutes",
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96]}),
-    Row("bf16-2x-128", f"as bf16-2x at 128 px ({2 * EPOCHS_BY_SIZE[128]} epochs)",
-        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[128]}, size=128),
+    BF16_2X_128,
+    Row("pseudo-labels", f"as bf16-2x-128, its training set grown by pseudo-labels: bf16-2x-128's model (flip "
+        f"averaged) draws masks for the {PHOTOS} photos without masks, which train beside ECSSD's 80 % as pairs "
+        f"(--train-pairs); {_PSEUDO_EPOCHS} epochs of {TRAIN_PAIRS} + {PHOTOS} images: bf16-2x-128's steps",
+        {**_BF16, "epochs": _PSEUDO_EPOCHS}, size=128, teacher=BF16_2X_128),
     Row("bf16-2x-aug", "as bf16-2x with stronger augmentation: crops of 25-100 % of the area (--crop-scale-min "
         "0.25) and the gray input's contrast and brightness jittered (--lightness-jitter 0.2)",
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "crop_scale_min": 0.25, "lightness_jitter": 0.2}),
@@ -243,9 +257,10 @@ class Trained:
 
 
 def train_row(row: Row, images: str, masks: str, work: str, limit: int | None, photos: str | None,
-              init: str | None = None) -> Trained:
-    """Train ``row`` under the protocol in ``work/runs`` (starting from the checkpoint ``init`` if given), or reuse
-    the run of it already there, or resume one stopped midway."""
+              init: str | None = None, train_pairs: list[str] | None = None) -> Trained:
+    """Train ``row`` under the protocol in ``work/runs`` (starting from the checkpoint ``init`` if given, with the
+    train-only pairs of the manifests ``train_pairs``), or reuse the run of it already there, or resume one stopped
+    midway."""
     from semcolor.train.config import TrainConfig
     from semcolor.train.driver import fit
 
@@ -257,7 +272,7 @@ def train_row(row: Row, images: str, masks: str, work: str, limit: int | None, p
         train["photos"] = [photos]
     config = TrainConfig(images=images, masks=masks, arch="unet", size=row.size, epochs=row.epochs,
                          batch_size=BATCH, lr=LR, workers=1, cpus_per_worker=2.0, val_fraction=VAL_FRACTION,
-                         storage=storage.join(work, "runs"), init=init,
+                         storage=storage.join(work, "runs"), init=init, train_pairs=train_pairs,
                          name=f"quality-{row.name}-{time.strftime('%Y%m%d-%H%M%S')}", limit=limit, **train)
     done = _trained_run(work, row, config)
     if done is not None:
@@ -274,6 +289,38 @@ def train_row(row: Row, images: str, masks: str, work: str, limit: int | None, p
     if unfinished is not None:  # the epochs of both parts, as a reused run counts them
         minutes = sum(h["train_time_s"] + h["val_time_s"] for h in result.history) / 60.0
     return Trained(result.best_checkpoint, result.best_epoch, result.latest_checkpoint, minutes, config, False)
+
+
+PSEUDO_TTA = "flip"
+"""The teacher's test-time augmentation when it draws pseudo-labels (better masks for twice its model work)."""
+
+
+def pseudo_labels(checkpoint: str, photos: str, work: str, teacher: str, limit: int | None) -> dict[str, Any]:
+    """Masks drawn by the model at ``checkpoint`` for the photos without masks under ``photos`` (`semcolor colorize
+    --masks --tta flip`: full resolution, 0/255), paired with their photos in a manifest for ``--train-pairs``:
+    ``{"manifest", "pairs", "failed", "minutes"}``. Kept in ``work/pseudo-TEACHER`` and reused from there (the bulk
+    job itself skips the keys it has done)."""
+    import json
+
+    from semcolor.bulk.job import colorize
+    from semcolor.data.pairs import pair_prefixes, write_manifest
+
+    folder = storage.join(work, f"pseudo-{teacher}")
+    manifest, summary_url = storage.join(folder, "pairs.parquet"), storage.join(folder, "summary.json")
+    if storage.exists(summary_url) and limit is None:
+        done = json.loads(storage.read_text(summary_url))
+        if done.get("checkpoint") == checkpoint:
+            print(f"[quality] reusing the pseudo-labels of {teacher} in {folder}", flush=True)
+            return {k: done[k] for k in ("manifest", "pairs", "failed", "minutes")}
+    started = time.perf_counter()
+    outputs = storage.join(folder, "outputs")
+    summary = colorize(photos, outputs, checkpoint, masks=True, tta=PSEUDO_TTA, limit=limit)
+    pairs = pair_prefixes(photos, storage.join(outputs, "masks")).pairs
+    write_manifest(pairs, manifest)
+    result = {"manifest": manifest, "pairs": pairs.num_rows, "failed": summary.failed,
+              "minutes": (time.perf_counter() - started) / 60.0}
+    storage.write_text(summary_url, json.dumps({**result, "checkpoint": checkpoint}))
+    return result
 
 
 def _in_work(path: str | None, work: str) -> str | None:
@@ -296,17 +343,30 @@ def run_row(row: Row, images: str, masks: str, out: str, work: str, limit: int |
     the default vividness is copied to ``out``."""
     from semcolor.evaluation.job import evaluate
 
-    init, stage_minutes = None, 0.0
+    init, stage_minutes, train_pairs, pseudo = None, 0.0, None, None
     stage = row.pretrain
     if stage is not None:
         print(f"[quality] row {row.name}: first stage {stage.train}", flush=True)
         first = train_row(stage, images, masks, work, limit, photos)
         init, stage_minutes = first.latest, first.minutes
-    trained = train_row(row, images, masks, work, limit, photos, init=init)
+    if row.teacher is not None:
+        if photos is None:
+            raise ValueError(f"row {row.name} draws pseudo-labels for photos without masks; pass --photos-data")
+        print(f"[quality] row {row.name}: the teacher {row.teacher.name}", flush=True)
+        teacher = train_row(row.teacher, images, masks, work, limit, photos)
+        pseudo = {**pseudo_labels(teacher.best, photos, work, row.teacher.name, limit),
+                  "teacher_minutes": teacher.minutes}
+        train_pairs = [pseudo["manifest"]]
+        stage_minutes = teacher.minutes + pseudo["minutes"]
+    trained = train_row(row, images, masks, work, limit, photos, init=init, train_pairs=train_pairs)
     best, best_epoch, config = trained.best, trained.best_epoch, trained.config
     train_minutes = stage_minutes + trained.minutes
     detail = {"description": row.description, "train_config": {**config.to_dict(), "storage": "(the work folder)",
-                                                                 "init": _in_work(config.init, work)},
+                                                                 "init": _in_work(config.init, work),
+                                                                 "train_pairs": [_in_work(u, work) for u in
+                                                                                 config.train_pairs or []] or None},
+              "pseudo_labels": None if pseudo is None else {**pseudo, "manifest": _in_work(pseudo["manifest"], work),
+                                                             "teacher": row.teacher.name},
               "best_epoch": best_epoch, "reused": trained.reused,
               "first_stage": None if stage is None else {"train": stage.train, "minutes": stage_minutes},
               "checkpoint": _in_work(best, work)}

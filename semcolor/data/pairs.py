@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -208,6 +209,27 @@ def load_pairs(images: str | None = None, masks: str | None = None, manifest: st
     return pairs
 
 
+def load_train_only_pairs(urls: list[str]) -> pa.Table:
+    """The manifests of ``--train-pairs`` (pairs that only train, e.g. pseudo-labels) -> one table ``key``,
+    ``image``, ``mask``, each key prefixed by its source's number (``+1:img001``: unique beside the main pairs' keys,
+    and a bad file's record names its source). ValueError naming the URL when it is not a manifest, is missing or
+    holds no pair."""
+    tables = []
+    for number, url in enumerate(urls, 1):
+        if not is_manifest(url):
+            raise ValueError(f"--train-pairs {url}: not a manifest (.parquet or .csv); write one with `semcolor "
+                             "manifest --images URL --masks URL --out URL`")
+        try:
+            table = read_manifest(url)
+        except FileNotFoundError:
+            raise ValueError(f"--train-pairs {url}: no such manifest") from None
+        if table.num_rows == 0:
+            raise ValueError(f"--train-pairs {url}: the manifest holds no pair")
+        keys = pa.array([f"+{number}:{k}" for k in table["key"].to_pylist()], pa.string())
+        tables.append(table.set_column(0, "key", keys))
+    return pa.concat_tables(tables)
+
+
 # ---------------------------------------------------------------- split
 
 
@@ -223,3 +245,19 @@ def split_pairs(pairs: pa.Table, val_fraction: float, seed: int = 0) -> tuple[pa
     """Pairs -> (train, validation) by a hash of each key (see :func:`is_validation`)."""
     val = pa.array([is_validation(k, val_fraction, seed) for k in pairs["key"].to_pylist()], type=pa.bool_())
     return pairs.filter(pc.invert(val)), pairs.filter(val)
+
+
+def split_for_training(pairs: pa.Table, val_fraction: float, train_only: list[str] | None = None, seed: int = 0
+                       ) -> tuple[pa.Table, pa.Table, int]:
+    """The main pairs split by :func:`split_pairs` (seed 0), plus the pairs of the ``train_only`` manifests
+    (:func:`load_train_only_pairs`) added to the training side -> (train, validation, how many train-only pairs).
+    The validation split is the main pairs' whatever ``train_only`` adds (`semcolor evaluate --val-fraction` sees
+    the same). With train-only pairs the training side comes in an order drawn from ``seed``, so that a worker's
+    local shuffle buffer mixes both kinds from the first batch (appended, they would come last in every pass)."""
+    train, val = split_pairs(pairs, val_fraction, seed=0)
+    if not train_only:
+        return train, val, 0
+    extra = load_train_only_pairs(train_only)
+    train = pa.concat_tables([train, extra])
+    order = np.random.default_rng(seed).permutation(train.num_rows)
+    return train.take(pa.array(order)), val, extra.num_rows

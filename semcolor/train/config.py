@@ -23,6 +23,14 @@ BINS_COLOR_WEIGHT = 0.3
 """Default weight of the bins head's color loss (see ``TrainConfig.color_weight``)."""
 
 
+def _url_list(value: str | list[str], need: str) -> list[str]:
+    """A repeatable URL option's value (one URL or a list) -> a list of non-empty URLs; else ValueError ``need``."""
+    urls = [str(u) for u in ([value] if isinstance(value, str) else value)]
+    if not urls or any(not u for u in urls):
+        raise ValueError(f"{need}; got {urls!r}")
+    return urls
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """A training run. Sizes in pixels, learning rates per step, times in minutes.
@@ -41,6 +49,10 @@ class TrainConfig:
                                       "in the segmentation loss); each batch holds --photos-share of them")
     photos_share: float = option(0.5, help="with --photos: the share of each batch (of --batch-size per worker) "
                                  "that is photos without masks; an epoch is one pass over the labelled pairs")
+    train_pairs: list[str] | None = option(None, help="more image/mask pairs that only train, never validate (a "
+                                           "manifest; repeatable): e.g. pseudo-labels, the masks a trained model "
+                                           "drew for photos without masks (`semcolor colorize --masks`, then "
+                                           "`semcolor manifest`); the validation split stays the main pairs'")
     arch: str = option("unet", choices=ARCHS, help="network: unet (skip connections) or resnet34 (the reference's "
                        "transposed-conv decoder)")
     n_classes: int = option(2, help="segmentation classes: 2 = binary masks (value > 127 is foreground); more = "
@@ -151,11 +163,7 @@ class TrainConfig:
         if self.manifest is not None and self.images is not None:
             raise ValueError("give either manifest or images + masks, not both")
         if self.photos is not None:
-            if isinstance(self.photos, str):
-                self.photos = [self.photos]
-            self.photos = [str(p) for p in self.photos]
-            if not self.photos or any(not p for p in self.photos):
-                raise ValueError(f"--photos needs a URL (a prefix or a manifest); got {self.photos!r}")
+            self.photos = _url_list(self.photos, "--photos needs a URL (a prefix or a manifest)")
             if not 0.0 < self.photos_share < 1.0:
                 raise ValueError(f"photos_share must be in (0, 1) (some pairs and some photos in each batch); got "
                                  f"{self.photos_share}")
@@ -166,6 +174,8 @@ class TrainConfig:
                 raise ValueError(f"photos_share {self.photos_share} of a batch of {self.batch_size} leaves "
                                  f"{self.photo_batch} photos and {self.batch_size - self.photo_batch} pairs per batch;"
                                  " need at least one of each (raise --batch-size or change --photos-share)")
+        if self.train_pairs is not None:
+            self.train_pairs = _url_list(self.train_pairs, "--train-pairs needs a manifest URL")
         self.workers = self._normalized_workers(self.workers)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "size": self.size,
                     "synth_n": self.synth_n, "shuffle_buffer": self.shuffle_buffer}

@@ -102,14 +102,16 @@ def _data_source(config: TrainConfig, run_dir: str) -> tuple[str | None, str | N
 def _datasets(config: TrainConfig, run_dir: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Materialized Ray datasets ``train`` and ``val`` (columns rgb, mask) and, with --photos, ``photos`` (column
     rgb), and data counts; writes data_report.json."""
-    from semcolor.data.pairs import load_pairs, split_pairs
+    from semcolor.data.pairs import load_pairs, split_for_training
     from semcolor.data.pipeline import load_dataset, load_photo_dataset
 
     images, masks, manifest = _data_source(config, run_dir)
     pairs = load_pairs(images, masks, manifest, limit=config.limit)
     if pairs.num_rows == 0:
         raise ValueError(f"no image/mask pairs in images={images} masks={masks} manifest={manifest}")
-    train_pairs, val_pairs = split_pairs(pairs, config.val_fraction, seed=0)
+    # --train-pairs (e.g. pseudo-labels) join the training side only; listed before any decoding, as the photos
+    train_pairs, val_pairs, train_only = split_for_training(pairs, config.val_fraction, config.train_pairs,
+                                                              seed=config.seed)
     if train_pairs.num_rows == 0 or val_pairs.num_rows == 0:
         raise ValueError(f"the split of {pairs.num_rows} pairs at val_fraction={config.val_fraction} left "
                          f"{train_pairs.num_rows} to train and {val_pairs.num_rows} to validate; use more pairs")
@@ -128,7 +130,8 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[dict[str, Any], dict[s
     datasets = {"train": train_ds.select_columns(["rgb", "mask"]).materialize(),
                 "val": val_ds.select_columns(["rgb", "mask"]).materialize()}
     errors = train_report.errors + val_report.errors
-    counts = {"pairs": pairs.num_rows, "train": train_report.rows, "val": val_report.rows,
+    counts = {"pairs": pairs.num_rows, "train_only_pairs": train_only, "train": train_report.rows,
+              "val": val_report.rows,
               "skipped": len(errors), "mask_resized": train_report.mask_resized + val_report.mask_resized}
     if photos is not None:
         photos_ds, photos_report = load_photo_dataset(photos, config.size)
@@ -138,7 +141,8 @@ def _datasets(config: TrainConfig, run_dir: str) -> tuple[dict[str, Any], dict[s
     for ds in datasets.values():  # epochs print one line each (the loop's); no bar per worker and iteration
         ds.context.enable_progress_bars = False
     report = {"counts": counts, "errors": errors,
-              "source": {"images": images, "masks": masks, "manifest": manifest, "photos": config.photos}}
+              "source": {"images": images, "masks": masks, "manifest": manifest, "train_pairs": config.train_pairs,
+                         "photos": config.photos}}
     storage.write_text(storage.join(run_dir, "data_report.json"), json.dumps(report, indent=1))
     log.info("data: %s", counts)
     return datasets, counts
