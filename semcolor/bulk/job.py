@@ -357,7 +357,7 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
 
     from semcolor.bulk.stages import ColorizeActor, decode_rows, merge_encode_write
     from semcolor.core.lab_table import lab_table
-    from semcolor.model.inference import model_config_of
+    from semcolor.model.inference import model_config_of, resolve_backend
 
     model_config = model_config_of(config.checkpoint)  # a checkpoint directory or a .onnx file
     size = int(config.size or model_config.input_size)
@@ -380,7 +380,8 @@ def run_job(config: ColorizeConfig, model_stage: type | None = None) -> Colorize
     # processes between stages); the actor is a fresh process anyway and gets them as env for the checkpoint.
     s3 = storage.s3_options_for([config.dst, *todo["source"].to_pylist()])
     actor_env = storage_env([config.checkpoint])
-    if config.backend != "torch" and config.precision != "bf16" and os.environ.get(CACHE_ENV):  # their export
+    if resolve_backend(config.backend, "cpu", config.precision) == "onnxruntime" and os.environ.get(CACHE_ENV):
+        # where CPU actors cache their export
         actor_env[CACHE_ENV] = os.environ[CACHE_ENV]
     gpus = config.gpus_per_actor
     threads = config.threads_per_actor

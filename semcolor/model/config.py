@@ -50,7 +50,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 """Compute precision of the torch forward: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; ``bf16`` runs autocast on
 CPU too (how the GPU branch is tested on every machine)."""
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-"""Memory format of the model and its input: ``auto`` = channels_last on CUDA, contiguous on CPU."""
+"""Memory format of the model and its input: ``auto`` = channels_last on CUDA, contiguous on CPU (a torch predictor
+in bf16 runs channels_last on CPU too: :func:`semcolor.model.torch_predictor.load_torch_predictor`)."""
 CONFIG_NAME = "config.json"
 """A checkpoint directory's model config (this class as JSON)."""
 WEIGHTS_NAME = "model.safetensors"

@@ -69,9 +69,7 @@ def load_predictor(url: str, device: str | None = "auto", size: int | None = Non
         return load_onnx_predictor(url, size=size, threads=threads)  # a .onnx file runs there even on a GPU node
     from semcolor.model.torch_predictor import load_torch_predictor
 
-    # channels_last with bf16 on CPU: oneDNN's fast layout for its bf16 kernels (the same outputs as contiguous)
-    return load_torch_predictor(url, device, size, precision=precision,
-                                memory_format="channels_last" if precision == "bf16" else "auto")
+    return load_torch_predictor(url, device, size, precision=precision)
 
 
 def load_colorizer(url: str, device: str | None = "auto", size: int | None = None, refine: str = DEFAULT_REFINE,

@@ -106,11 +106,13 @@ class TorchPredictor:
 def load_torch_predictor(url: str, device: str | None = "auto", size: int | None = None, precision: str = "auto",
                          memory_format: str = "auto") -> TorchPredictor:
     """The checkpoint at ``url`` (a model directory) on ``device`` with torch, predicting at ``size`` (default: its
-    own), at ``precision`` (:data:`PRECISIONS`) in ``memory_format`` (:data:`MEMORY_FORMATS`)."""
+    own), at ``precision`` (:data:`PRECISIONS`) in ``memory_format`` (:data:`MEMORY_FORMATS`; ``auto`` is
+    channels_last on CUDA and wherever the forward runs in bf16: the layout of oneDNN's and cuDNN's bf16 kernels)."""
     from semcolor.model.checkpoint import load
 
     dev = resolve_device(device)
-    dtype, channels_last = autocast_dtype(precision, dev), uses_channels_last(memory_format, dev)
+    dtype = autocast_dtype(precision, dev)
+    channels_last = uses_channels_last(memory_format, dev) or (memory_format == "auto" and dtype is not None)
     model, config = load(url, device=dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
