@@ -140,6 +140,9 @@ ROWS: tuple[Row, ...] = (
     Row("bf16-2x-aug", "as bf16-2x with stronger augmentation: crops of 25-100 % of the area (--crop-scale-min "
         "0.25) and the gray input's contrast and brightness jittered (--lightness-jitter 0.2)",
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "crop_scale_min": 0.25, "lightness_jitter": 0.2}),
+    Row("bf16-2x-paste", "as bf16-2x with copy-paste: half of the training images get the next image's foreground "
+        "pasted in, scaled by 0.5-1 and placed at random, its mask with it (--copy-paste 0.5)",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "copy_paste": 0.5}),
 )
 
 

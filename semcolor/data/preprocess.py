@@ -7,6 +7,7 @@ from torch import Tensor
 
 from semcolor.core import color
 from semcolor.core.decode import IGNORE_INDEX
+from semcolor.data.copy_paste import copy_paste
 
 
 def _crop(x: Tensor, tops: Tensor, lefts: Tensor, crop: int) -> Tensor:
@@ -68,7 +69,8 @@ def jitter_lightness(l: Tensor, strength: float, generator: torch.Generator | No
 def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, crop: int | None = None,
                      generator: torch.Generator | None = None,
                      resized_crop_scale: tuple[float, float] | None = None,
-                     labelled: Tensor | None = None, lightness_jitter: float = 0.0) -> dict[str, Tensor]:
+                     labelled: Tensor | None = None, lightness_jitter: float = 0.0,
+                     copy_paste_probability: float = 0.0) -> dict[str, Tensor]:
     """uint8 batches -> model tensors, on the inputs' device.
 
     In: ``rgb`` uint8 (B, H, W, 3); ``mask`` uint8 (B, H, W).
@@ -80,6 +82,8 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
     mask alike); otherwise ``crop`` takes the centre. H' = W' = crop, or H, W.
     ``labelled`` bool (B,): rows without a mask (photos) get :data:`IGNORE_INDEX` everywhere in ``target``, so they
     count in the color loss only; None = every row has a mask.
+    ``copy_paste_probability`` (with ``train``): that share of the samples gets the next sample's foreground pasted
+    in (:func:`semcolor.data.copy_paste.copy_paste`), after the crops and flips.
     ``lightness_jitter`` (with ``train``): :func:`jitter_lightness` of ``l`` at that strength, drawn after the crops
     and flips; ``ab`` and ``target`` stay the photo's own.
     """
@@ -97,6 +101,8 @@ def preprocess_batch(rgb: Tensor, mask: Tensor, n_classes: int, train: bool, cro
         flip = (torch.rand(batch, generator=generator, device=gen_device) < 0.5).to(rgb.device)
         rgb = torch.where(flip.view(-1, 1, 1, 1), rgb.flip(2), rgb)
         mask = torch.where(flip.view(-1, 1, 1), mask.flip(2), mask)
+        if copy_paste_probability > 0.0:
+            rgb, mask = copy_paste(rgb, mask, copy_paste_probability, n_classes, generator, labelled)
     if crop is not None:
         if not 0 < crop <= min(height, width):
             raise ValueError(f"crop must be in 1..{min(height, width)} for {height}x{width} inputs, got {crop}")

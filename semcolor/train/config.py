@@ -146,6 +146,9 @@ class TrainConfig:
     lightness_jitter: float = option(0.0, help="with --augment: per-image contrast and brightness jitter of the "
                                      "gray input (L contrast x U(1-F, 1+F) about its mean, brightness + U(-F/2, "
                                      "F/2) of the L range, clipped); the colour and mask targets unchanged; 0 off")
+    copy_paste: float = option(0.0, help="with --augment: the share of training images that get another labelled "
+                               "image's foreground pasted in (scaled by 0.5-1 and placed at random; its mask with "
+                               "it: simple copy-paste, new silhouettes in new surroundings each epoch); 0 off")
     start_timeout: float = option(10.0, help="minutes the run may wait for room for its workers (workers x "
                                   "--cpus-per-worker / --gpus-per-worker; MIN workers when elastic). A request the "
                                   "cluster can never hold (no autoscaler) is refused at once; one that could fit later "
@@ -185,6 +188,8 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1) (some pairs to train on, some to validate); "
                              f"got {self.val_fraction}")
+        if not 0.0 <= self.copy_paste <= 1.0:
+            raise ValueError(f"copy_paste is a share of the images, in [0, 1]; got {self.copy_paste}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
             raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_epochs >= 0, grad_clip >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_epochs}, {self.grad_clip}")

@@ -293,7 +293,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             inputs = preprocess_batch(rgb, mask, config.n_classes, train=config.augment, generator=generator,
                                       resized_crop_scale=(config.crop_scale_min, RESIZED_CROP_SCALE[1])
                                       if config.augment else None,
-                                      labelled=labelled, lightness_jitter=config.lightness_jitter)
+                                      labelled=labelled, lightness_jitter=config.lightness_jitter,
+                                      copy_paste_probability=config.copy_paste)
             clock.lap("preprocess")
             loss, parts = forward_loss(model, inner.color_head, inputs, loss_config, amp, channels_last)
             if not torch.isfinite(loss):
