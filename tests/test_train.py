@@ -10,6 +10,7 @@ import functools
 import io
 import json
 import math
+import os
 import uuid
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 from semcolor.model.config import LossConfig, ModelConfig
 from semcolor.model.network import build_model
 from semcolor.train.config import TrainConfig
-from semcolor.train.loop import lr_factor
+from semcolor.train.loop import OPTIMIZER_NAME, RAW_WEIGHTS, lr_factor
 from semcolor.train.step_timing import PHASES
 from semcolor.train.validation import ValidationTotals, validate
 
@@ -211,13 +212,15 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, qui
                                                                   capsys) -> None:
     """Rank 0 dies after epoch 0's checkpoint and the group recovers from it; then the same name through the CLI
     continues with a third epoch. Validation merged over 2 workers equals one process's. Photos without masks join
-    every batch (half of it): their pixels count in the AB prior, an epoch stays one pass over the pairs."""
+    every batch (half of it): their pixels count in the AB prior, an epoch stays one pass over the pairs. With
+    --ema the checkpoints hold the weights' average, which is what validation measured, and the raw weights beside
+    the optimizer state, which the recovery and the resume go on from."""
     from faults import train_loop_failing_after
 
     from semcolor.cli import main
     from semcolor.core import storage
     from semcolor.data.synth import write_synth
-    from semcolor.model.checkpoint import load
+    from semcolor.model.checkpoint import load, model_state
     from semcolor.train.driver import fit
 
     name = f"t-{uuid.uuid4().hex[:6]}"
@@ -225,7 +228,8 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, qui
     write_synth(str(tmp_path / "photo_source"), 8, _COMMON["size"], seed=7)
     photos = str(tmp_path / "photo_source" / "images")  # their masks are never read
     # Run 1: 2 epochs; rank 0's process exits once right after epoch 0's checkpoint.
-    result = fit(TrainConfig(epochs=2, storage=runs, name=name, photos=[photos], photos_share=0.5, **_COMMON),
+    result = fit(TrainConfig(epochs=2, storage=runs, name=name, photos=[photos], photos_share=0.5, ema=0.5,
+                             **_COMMON),
                  train_loop=functools.partial(train_loop_failing_after, epoch=0))
     run_dir = f"{runs}/{name}"
     assert result.run_dir == run_dir and result.best_checkpoint == f"{run_dir}/best"
@@ -266,10 +270,15 @@ def test_train_recovers_from_a_worker_failure_and_resumes_by_name(ray_local, qui
                                          storage.join(synth, "masks"), result.latest_checkpoint)
     reported = {k: v for k, v in result.history[-1].items() if k in single}
     assert reported == pytest.approx(single, rel=1e-9, nan_ok=True)
+    raw = torch.load(os.path.join(result.latest_checkpoint, OPTIMIZER_NAME), weights_only=True)[RAW_WEIGHTS]
+    averaged = model_state(load(result.latest_checkpoint)[0])
+    assert raw.keys() == averaged.keys()
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw if raw[k].dtype.is_floating_point)
 
     # Run 2: the same name through the CLI with --epochs 3 continues at epoch 2 from the saved state.
     options = {"--synth-n": _COMMON["synth_n"], "--size": _COMMON["size"], "--batch-size": _COMMON["batch_size"],
-               "--workers": 2, "--cpus-per-worker": 0.5, "--max-failures": 1, "--keep": 1, "--photos": photos}
+               "--workers": 2, "--cpus-per-worker": 0.5, "--max-failures": 1, "--keep": 1, "--photos": photos,
+               "--ema": 0.5}
     code = main(["train", "--storage", runs, "--name", name, "--epochs", "3",
                  *(str(v) for item in options.items() for v in item)])
     assert code == 0

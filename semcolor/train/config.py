@@ -149,6 +149,9 @@ class TrainConfig:
     copy_paste: float = option(0.0, help="with --augment: the share of training images that get another labelled "
                                "image's foreground pasted in (scaled by 0.5-1 and placed at random; its mask with "
                                "it: simple copy-paste, new silhouettes in new surroundings each epoch); 0 off")
+    ema: float = option(0.0, help="decay per step of an exponential moving average of the weights (e.g. 0.998: "
+                        "about the last 500 steps), which is validated, checkpointed and served instead of the raw "
+                        "weights (smoother across epochs); 0 off")
     start_timeout: float = option(10.0, help="minutes the run may wait for room for its workers (workers x "
                                   "--cpus-per-worker / --gpus-per-worker; MIN workers when elastic). A request the "
                                   "cluster can never hold (no autoscaler) is refused at once; one that could fit later "
@@ -188,6 +191,8 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1) (some pairs to train on, some to validate); "
                              f"got {self.val_fraction}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is a decay per step, in [0, 1) (0: off); got {self.ema}")
         if not 0.0 <= self.copy_paste <= 1.0:
             raise ValueError(f"copy_paste is a share of the images, in [0, 1]; got {self.copy_paste}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:

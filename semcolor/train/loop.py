@@ -30,11 +30,14 @@ from semcolor.train.forward import forward_loss
 from semcolor.train.param_groups import freeze_shared, hold_shared_statistics, parameter_groups
 from semcolor.train.step_timing import StepClock
 from semcolor.train.validation import all_reduce_sum, all_reduce_totals, validate
+from semcolor.train.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "train_state.json"
 OPTIMIZER_NAME = "optimizer.pt"
+RAW_WEIGHTS = "raw_model"
+"""With ``--ema``: the key of the raw (trained, not averaged) weights in a checkpoint's OPTIMIZER_NAME file."""
 VAL_BATCH_SIZE = 16
 
 
@@ -118,18 +121,22 @@ def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], dic
 
 def _save_and_report(model: nn.Module, config: TrainConfig, optimizer: torch.optim.Optimizer,
                      scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any],
-                     metrics: dict[str, Any], rank: int) -> None:
-    """Every worker reports ``metrics``; rank 0 attaches a checkpoint written into a temp dir."""
+                     metrics: dict[str, Any], rank: int, average: WeightAverage | None = None) -> None:
+    """Every worker reports ``metrics``; rank 0 attaches a checkpoint written into a temp dir. With ``average``
+    (``--ema``) the checkpoint's model is the average (what was validated, what evaluation and serving load) and
+    the raw weights, which training goes on from, are kept beside the optimizer state."""
     import ray.train
 
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     with scratch_folder("semcolor-ckpt-") as folder:  # a worker lost mid-save leaves no 280 MB folder
-        ckpt.save(model, config.model_config(), folder,
+        ckpt.save(model if average is None else average.model, config.model_config(), folder,
                   extra={"epoch": state["epoch"], "metrics": metrics, "train_config": config.to_dict()})
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   os.path.join(folder, OPTIMIZER_NAME))
+        training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if average is not None:
+            training[RAW_WEIGHTS] = ckpt.model_state(model)
+        torch.save(training, os.path.join(folder, OPTIMIZER_NAME))
         with open(os.path.join(folder, STATE_NAME), "w") as f:
             json.dump(state, f, indent=1)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
@@ -254,8 +261,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                             lr=config.lr_at(world))
     state: dict[str, Any] = {"epoch": -1, "step": 0, "history": []}
     resumed = restored is not None
+    resumed_raw: dict[str, torch.Tensor] | None = None
     if resumed:
         state, saved = restored
+        resumed_raw = saved.get(RAW_WEIGHTS)
         optimizer.load_state_dict(saved["optimizer"])  # moves each state tensor to its parameter's device
         scheduler.load_state_dict(saved["scheduler"])
         del restored, saved  # the CPU copy (about twice the model's size) is not held for the whole run
@@ -266,6 +275,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     resumed_from = state["epoch"] if resumed else None
     loss_config = config.loss_config()
     inner = getattr(model, "module", model)
+    # the average starts from the restored checkpoint's model (itself the average when the run has --ema)
+    average = WeightAverage(inner, config.ema) if config.ema else None
+    if resumed_raw is not None and average is not None:
+        inner.load_state_dict(resumed_raw)  # training goes on from the raw weights, not their average
+    del resumed_raw
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
     # a resumed, recovered or resized run goes on with other photo batches than the ones it started with
@@ -308,6 +322,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(inner, state["step"])
             state["step"] += 1
             steps += 1
             n = inputs["l"].shape[0]
@@ -322,7 +338,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         sums = all_reduce_sum(sums)
         val_start = time.perf_counter()
         totals = all_reduce_totals(validate(
-            inner, val_data.iter_torch_batches(batch_size=VAL_BATCH_SIZE, device=device), config.n_classes,
+            inner if average is None else average.model, val_data.iter_torch_batches(batch_size=VAL_BATCH_SIZE, device=device), config.n_classes,
             loss_config, rank, world, amp=amp, channels_last=channels_last))
         images = float(sums[3])
         metrics: dict[str, Any] = {
@@ -343,7 +359,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state = {"epoch": epoch, "step": state["step"], "history": state["history"] + [metrics]}
         if rank == 0:
             log.info("%s", epoch_line(metrics, config.epochs))
-        _save_and_report(model, config, optimizer, scheduler, state, metrics, rank)
+        _save_and_report(model, config, optimizer, scheduler, state, metrics, rank, average)
         if _deadline_passed(loop_config.get("deadline")):
             if rank == 0:
                 log.warning("time budget of %.1f min used up after epoch %d; stopping", config.time_budget, epoch)
