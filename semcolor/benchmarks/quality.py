@@ -143,6 +143,8 @@ ROWS: tuple[Row, ...] = (
     Row("bf16-2x-paste", "as bf16-2x with copy-paste: half of the training images get the next image's foreground "
         "pasted in, scaled by 0.5-1 and placed at random, its mask with it (--copy-paste 0.5)",
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "copy_paste": 0.5}),
+    Row("bf16-2x-ema", "as bf16-2x, validated, kept and evaluated as the moving average of its weights (--ema 0.995: "
+        "about the last 200 steps, 8 epochs)", {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "ema": 0.995}),
 )
 
 
