@@ -84,6 +84,15 @@ def test_version_2_bins_checkpoint_loads_with_its_quarter_resolution_mask(tmp_pa
     checkpoint.save(build_model(fine), fine, str(tmp_path / "v3"))
     loaded_fine, fine_config = checkpoint.load(str(tmp_path / "v3"))
     assert fine_config.seg_stride == 1 and loaded_fine.mask_refiner is not None
+    assert fine_config.seg_decoder == "shared" and loaded.seg_decoder is None and loaded_fine.seg_decoder is None
+    own = ModelConfig(arch="unet", input_size=64, seg_decoder="own")
+    own_model = build_model(own).eval()
+    checkpoint.save(own_model, own, str(tmp_path / "own"))
+    loaded_own, own_config = checkpoint.load(str(tmp_path / "own"))
+    assert own_config.seg_decoder == "own" and loaded_own.seg_decoder is not None
+    with torch.no_grad():
+        for got, want in zip(loaded_own.infer(x, 0.45), own_model.infer(x, 0.45)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_round_trip_through_fsspec_url():

@@ -54,7 +54,7 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     prior = torch.exp(-centres.square().sum(dim=1) / (2 * 15.0**2))
     bins.color_head.set_color_space(centres, prior / prior.sum())
     regression_config = ModelConfig(arch="resnet34", input_size=64, color_head="regression", n_classes=3,
-                                    seg_stride=4)
+                                    seg_stride=4, seg_decoder="own")  # and the mask on a decoder of its own
     return {"bins": checkpoint.save(bins, bins_config, str(root / "bins")),
             "regression": checkpoint.save(build_model(regression_config), regression_config, str(root / "regression"))}
 

@@ -19,11 +19,12 @@ from semcolor.model.network import build_model, count_parameters, gflops
 
 @functools.lru_cache(maxsize=None)
 def _eval_model(arch: str, n_classes: int, color_head: str = "bins", seg_to_color: bool = False,
-                seg_stride: int = 4):
+                seg_stride: int = 4, seg_decoder: str = "shared"):
     """One model per configuration for the shape tests: building ResNet34 dominates their time."""
     torch.manual_seed(0)
     return build_model(ModelConfig(arch=arch, n_classes=n_classes, color_head=color_head,
-                                   seg_to_color=seg_to_color, seg_stride=seg_stride)).eval()
+                                   seg_to_color=seg_to_color, seg_stride=seg_stride,
+                                   seg_decoder=seg_decoder)).eval()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,6 +59,43 @@ def test_finer_segmentation_heads_on_odd_sizes(arch, seg_stride, hw):
     assert seg.shape == (2, 3, *hw) and torch.isfinite(seg).all()
     assert raw.shape == (2, GAMUT_BINS, *(p // 4 for p in padded))
     assert fine.shape[-2:] == tuple(p // seg_stride for p in padded)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("seg_stride", [4, 1])
+@pytest.mark.parametrize("hw", [(97, 64), (45, 77)])
+def test_own_segmentation_decoder_on_odd_sizes(arch, seg_stride, hw):
+    """``seg_decoder="own"``: the mask's decoder has half the shared one's channels and ends at the same 1/4
+    resolution; logits at the input's size, the colour output as with the shared decoder."""
+    model = _eval_model(arch, 3, "bins", seg_stride == 1, seg_stride, "own")
+    with torch.no_grad():
+        seg, raw = model(torch.rand(2, 1, *hw))
+        x = torch.nn.functional.pad(torch.rand(2, 1, *hw), (0, (-hw[1]) % 32, 0, (-hw[0]) % 32))
+        encoded = model.encoder(x)
+        shared, own = model.decoder(encoded), model.seg_decoder(encoded)
+    padded = [(d + 31) // 32 * 32 for d in hw]
+    assert seg.shape == (2, 3, *hw) and torch.isfinite(seg).all()
+    assert raw.shape == (2, GAMUT_BINS, *(p // 4 for p in padded))
+    assert own.shape[-2:] == shared.shape[-2:] == tuple(p // 4 for p in padded)
+    assert own.shape[1] * 2 == shared.shape[1]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_own_segmentation_decoder_shares_only_the_encoder(arch):
+    """The mask's loss reaches the encoder and the mask's own decoder, never the colour's decoder or head; the
+    colour's loss never reaches the mask's decoder. The shared layout sends both losses through the one decoder."""
+    def reached(model, pick: int) -> set[str]:
+        model.zero_grad(set_to_none=True)
+        model(torch.rand(2, 1, 64, 48))[pick].square().mean().backward()
+        return {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum()}
+
+    own = build_model(ModelConfig(arch=arch, seg_decoder="own"))
+    assert reached(own, 0) == {"encoder", "seg_decoder", "mask_refiner", "seg_head"}
+    assert reached(own, 1) == {"encoder", "decoder", "color_head"}
+    shared = build_model(ModelConfig(arch=arch))
+    assert reached(shared, 0) == {"encoder", "decoder", "mask_refiner", "seg_head"}
+    with pytest.raises(ValueError, match="seg_decoder.*supported"):
+        ModelConfig(seg_decoder="separate")
 
 
 def test_finer_segmentation_changes_the_mask_at_the_input_resolution():
@@ -117,6 +155,11 @@ def test_heads_at_quarter_resolution_cost_less_than_reference():
             finer = _eval_model(arch, 2, seg_stride=stride)
             assert 0 < count_parameters(finer) - count_parameters(model) < 100_000
             assert gflops(model, 256) < gflops(finer, 256) < gflops(model, 256) + 3.0
+        # the mask's own decoder at half the channels: about 1.2 M parameters more, 1.3 GFLOPs for the unet's
+        # (its skips), 0.26 for the transposed decoder
+        own, fine = _eval_model(arch, 2, seg_stride=1, seg_decoder="own"), _eval_model(arch, 2, seg_stride=1)
+        assert 1e6 < count_parameters(own) - count_parameters(fine) < 2e6
+        assert gflops(fine, 256) + 0.2 < gflops(own, 256) < gflops(fine, 256) + 2.0
 
 
 def _two_synthetic_images():

@@ -43,6 +43,7 @@ def _changes(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> dict[bo
 
 def test_names_split_the_mask_head_and_refiner_from_the_rest() -> None:
     assert is_mask_only("seg_head.body.0.weight") and is_mask_only("module.mask_refiner.full.0.weight")
+    assert is_mask_only("seg_decoder.blocks.0.0.0.weight")  # the mask's own decoder (--seg-decoder own)
     assert not any(map(is_mask_only, ["encoder.stem.0.weight", "module.decoder.up.0.weight", "color_head.bins"]))
 
 

@@ -55,14 +55,16 @@ def forward_throughput(model: nn.Module, size: int, batch: int, threads: int, se
 
 
 def model_info(size: int = 256, threads: int = 2, batches: tuple[int, ...] = (1, 16)) -> list[dict]:
-    """Parameters, GFLOPs per image and CPU images/s for both architectures and each segmentation stride
-    (weights=None)."""
+    """Parameters, GFLOPs per image and CPU images/s for both architectures, each segmentation stride with the
+    shared decoder and the full-resolution mask with its own decoder (weights=None)."""
     rows = []
+    layouts = [(seg_stride, "shared") for seg_stride in SEG_STRIDES] + [(1, "own")]
     for arch in ARCHS:
-        for seg_stride in SEG_STRIDES:
-            model = build_model(ModelConfig(arch=arch, input_size=size, seg_stride=seg_stride))
-            row = {"arch": arch, "seg_stride": seg_stride, "size": size, "params_m": count_parameters(model) / 1e6,
-                   "gflops": gflops(model, size)}
+        for seg_stride, seg_decoder in layouts:
+            model = build_model(ModelConfig(arch=arch, input_size=size, seg_stride=seg_stride,
+                                            seg_decoder=seg_decoder))
+            row = {"arch": arch, "seg_stride": seg_stride, "seg_decoder": seg_decoder, "size": size,
+                   "params_m": count_parameters(model) / 1e6, "gflops": gflops(model, size)}
             for b in batches:
                 row[f"img_per_s_b{b}"] = forward_throughput(model, size, b, threads)
             rows.append(row)

@@ -145,6 +145,9 @@ ROWS: tuple[Row, ...] = (
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "copy_paste": 0.5}),
     Row("bf16-2x-ema", "as bf16-2x, validated, kept and evaluated as the moving average of its weights (--ema 0.995: "
         "about the last 200 steps, 8 epochs)", {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "ema": 0.995}),
+    Row("bf16-2x-mask-decoder", "as bf16-2x, the mask on a decoder of its own (half the channels) from the shared "
+        "encoder, so that the heads share only the encoder (--seg-decoder own)",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "seg_decoder": "own"}),
 )
 
 

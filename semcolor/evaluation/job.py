@@ -259,7 +259,7 @@ def run_evaluation(config: EvaluateConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "checkpoint": checkpoint, "arch": model_config.arch, "n_classes": n, "model_size": model_size,
         "color_head": model_config.color_head, "seg_to_color": model_config.seg_to_color,
-        "seg_stride": model_config.seg_stride,
+        "seg_stride": model_config.seg_stride, "seg_decoder": model_config.seg_decoder,
         "vividness": config.vividness if model_config.color_head == "bins" else None, "refine": config.refine,
         "tta": config.tta,
         "protocol": "predict at model size; AB upsampled and merged with the source's full-resolution L; "

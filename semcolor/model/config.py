@@ -15,6 +15,10 @@ SEG_STRIDES = (4, 2, 1)
 """Where the segmentation head predicts, as the input's stride: 4 = the decoder's 1/4 resolution (the heads of
 version-2 models), 2 = one more decoder stage fed by the encoder's stride-2 features, 1 = and one more at full
 resolution fed by the L image itself (see :class:`semcolor.model.decoders.MaskRefiner`)."""
+SEG_DECODERS = ("shared", "own")
+"""Which decoder the segmentation path starts from: ``shared`` = the colour head's decoder (one decoder, the heads
+compete for its features), ``own`` = a decoder of its own at half the channels from the same encoder features
+(the heads share only the encoder)."""
 GAMUT_BINS = 261
 """In-gamut AB bins at grid 10 (``len(semcolor.core.ab_grid.gamut_bins())``, checked by a test)."""
 
@@ -97,6 +101,8 @@ class ModelConfig:
     seg_stride: int = 1
     """Stride of the segmentation logits (one of :data:`SEG_STRIDES`): 4 = the decoder's 1/4 resolution, 2 = half,
     1 = full resolution (finer masks that can follow an edge)."""
+    seg_decoder: str = "shared"
+    """Where the segmentation path starts (one of :data:`SEG_DECODERS`): the colour head's decoder, or its own."""
     version: int = 3
 
     def __post_init__(self) -> None:
@@ -117,6 +123,8 @@ class ModelConfig:
             raise ValueError(f"rebalance must be in (0, 1] (1 = no rebalancing); got {self.rebalance}")
         if self.seg_stride not in SEG_STRIDES:
             raise ValueError(f"Wrong seg_stride {self.seg_stride!r}; supported: {list(SEG_STRIDES)}")
+        if self.seg_decoder not in SEG_DECODERS:
+            raise ValueError(f"Wrong seg_decoder {self.seg_decoder!r}; supported: {list(SEG_DECODERS)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -10,6 +10,8 @@ upsampled: chroma is smooth, and a full-resolution color head would cost a third
 segmentation head runs at ``config.seg_stride``: at 1/4 like the color head (version-2 models), or after a light
 mask branch (:class:`semcolor.model.decoders.MaskRefiner`) at 1/2 (the encoder's stride-2 features) or at full
 resolution (the L image itself), so that a mask can follow an edge; its logits are upsampled to the input's size.
+With ``config.seg_decoder == "own"`` the segmentation path starts from a decoder of its own (the same kind, half the
+channels) on the same encoder features, so that the two heads share the encoder and nothing after it.
 With ``seg_to_color`` the color head also sees the segmentation probabilities (pooled to its 1/4 resolution).
 """
 
@@ -42,14 +44,17 @@ def _upsample_crop(x: Tensor, h: int, w: int) -> Tensor:
 class SegColorModel(nn.Module):
     """Encoder -> decoder -> (segmentation head, color head); see the module docstring for the shapes."""
 
-    def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module,
+                 seg_decoder: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
-        self.mask_refiner = (MaskRefiner(decoder.out_channels, encoder.out_channels[0], config.seg_stride)
+        self.seg_decoder = seg_decoder
+        seg_features = (decoder if seg_decoder is None else seg_decoder).out_channels
+        self.mask_refiner = (MaskRefiner(seg_features, encoder.out_channels[0], config.seg_stride)
                              if config.seg_stride < 4 else None)
-        seg_in = decoder.out_channels if self.mask_refiner is None else self.mask_refiner.out_channels
+        seg_in = seg_features if self.mask_refiner is None else self.mask_refiner.out_channels
         self.seg_head = Head(seg_in, config.n_classes)
         color_in = decoder.out_channels + (config.n_classes if config.seg_to_color else 0)
         self.color_head: RegressionColorHead | BinnedColorHead = (
@@ -68,10 +73,11 @@ class SegColorModel(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         encoded = self.encoder(x)
         features = self.decoder(encoded)
+        seg_features = features if self.seg_decoder is None else self.seg_decoder(encoded)
         if self.mask_refiner is None:
-            seg_low = self.seg_head(features)
+            seg_low = self.seg_head(seg_features)
         else:
-            seg_low = self.seg_head(self.mask_refiner(features, encoded[0], x))
+            seg_low = self.seg_head(self.mask_refiner(seg_features, encoded[0], x))
         if self.config.seg_to_color:
             probs = seg_low.float().softmax(dim=1).to(features.dtype)
             if self.mask_refiner is not None:  # the padded size is a multiple of 32: pooling is exact
@@ -92,12 +98,19 @@ class SegColorModel(nn.Module):
         return seg, self.decode_ab(raw, *l_input.shape[-2:], vividness)
 
 
+def _halved(channels: tuple[int, ...]) -> tuple[int, ...]:
+    """The segmentation's own decoder: half of the shared decoder's channels per stage (masks need fewer)."""
+    return tuple(max(c // 2, 8) for c in channels)
+
+
 class SegColorNet(SegColorModel):
     """The reference design: ResNet34 encoder, three transposed convs, dual heads (heads at 1/4 resolution)."""
 
     def __init__(self, config: ModelConfig) -> None:
         encoder = ResNet34Encoder()
-        super().__init__(config, encoder, TransposedDecoder(encoder.out_channels[-1], config.decoder_channels))
+        super().__init__(config, encoder, TransposedDecoder(encoder.out_channels[-1], config.decoder_channels),
+                         TransposedDecoder(encoder.out_channels[-1], _halved(config.decoder_channels))
+                         if config.seg_decoder == "own" else None)
 
 
 class SegColorUNet(SegColorModel):
@@ -105,7 +118,9 @@ class SegColorUNet(SegColorModel):
 
     def __init__(self, config: ModelConfig) -> None:
         encoder = ResNet34Encoder()
-        super().__init__(config, encoder, UNetDecoder(encoder.out_channels, config.decoder_channels))
+        super().__init__(config, encoder, UNetDecoder(encoder.out_channels, config.decoder_channels),
+                         UNetDecoder(encoder.out_channels, _halved(config.decoder_channels))
+                         if config.seg_decoder == "own" else None)
 
 
 def build_model(config: ModelConfig) -> SegColorModel:

@@ -13,6 +13,7 @@ from semcolor.model.config import (
     COLOR_MASKS,
     MASK_LOSSES,
     PRECISIONS,
+    SEG_DECODERS,
     SEG_STRIDES,
     LossConfig,
     ModelConfig,
@@ -97,6 +98,10 @@ class TrainConfig:
                              "1/4 resolution with the color head, 2 = one more light stage on the encoder's "
                              "stride-2 features, 1 = and one at full resolution on the L image (masks that follow "
                              "edges)")
+    seg_decoder: str = option("shared", choices=SEG_DECODERS, help="where the segmentation path starts: shared = "
+                              "the colour head's decoder (the heads compete for its features), own = a decoder of "
+                              "its own at half the channels on the same encoder (the heads share only the encoder; "
+                              "+1.3 GFLOPs per 256 x 256 image, `semcolor bench model`)")
     mask_loss: str = option("lovasz", choices=MASK_LOSSES, help="a region term beside the segmentation "
                             "cross-entropy, scored per image: dice, or lovasz (Lovasz-softmax, a surrogate of the "
                             "IoU), or none")
@@ -256,7 +261,7 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, n_classes=self.n_classes, input_size=self.size, pretrained=self.pretrained,
                            color_head=self.color_head, seg_to_color=self.seg_to_color, rebalance=self.rebalance,
-                           seg_stride=self.seg_stride)
+                           seg_stride=self.seg_stride, seg_decoder=self.seg_decoder)
 
     def loss_config(self) -> LossConfig:
         color_weight = self.color_weight

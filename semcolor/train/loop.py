@@ -105,7 +105,7 @@ def _restore(model: nn.Module, config: TrainConfig) -> tuple[dict[str, Any], dic
     with checkpoint.as_directory() as folder:
         saved, _ = ckpt.load_config(folder)
         wanted = config.model_config()
-        keys = ("arch", "n_classes", "color_head", "seg_to_color", "seg_stride")
+        keys = ("arch", "n_classes", "color_head", "seg_to_color", "seg_stride", "seg_decoder")
         have, want = ({k: getattr(c, k) for k in keys} for c in (saved, wanted))
         if have != want:
             raise ValueError(f"the run's checkpoint {checkpoint.path} has {have}, but this run asks for {want}; use "
