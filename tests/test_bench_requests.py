@@ -66,11 +66,11 @@ def test_an_s3_pipeline_beside_local_with_as_many_actors():
 
 @pytest.mark.ray
 @pytest.mark.s3
-def test_the_s3_measures_at_small_size_behind_the_latency_proxy(ray_local, s3_server, tmp_path, monkeypatch,
-                                                                 record_property):
-    """`bench colorize --s3`'s two S3 measures on 12 photos: directly, then with 30 ms held per request. The ratio
-    is printed, not asserted (timing is the benchmark's); what each row costs in round trips is asserted: one HEAD
-    and one GET per source, one PUT per output, one PUT per block's record file, nothing else on the way."""
+def test_the_s3_measure_at_small_size_behind_the_latency_proxy(ray_local, s3_server, tmp_path, monkeypatch):
+    """`bench colorize --s3`'s pipeline on 12 photos with 30 ms held per request (the direct S3 measure is the same
+    pipeline without the proxy; its rates are the benchmark's, not a test's): what each row costs in round trips is
+    asserted: one HEAD and one GET per source, one PUT per output, one PUT per block's record file, nothing else on
+    the way."""
     from semcolor.benchmarks._latency_proxy import latency_proxy
     from semcolor.benchmarks.colorize import _pipeline
 
@@ -84,15 +84,11 @@ def test_the_s3_measures_at_small_size_behind_the_latency_proxy(ray_local, s3_se
         Image.fromarray(rng.integers(0, 255, (48 + i, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
         storage.write_bytes(f"{prefix}/src/p{i:02d}.jpg", buf.getvalue())
     # torch actors: the round trips do not depend on the engine, and no ONNX export (~10 s) is paid here
-    direct = _pipeline(f"{prefix}/src", f"{prefix}/direct", ckpt, 64, 8, 2, 2, "torch")
     log = str(tmp_path / "requests.log")
     with latency_proxy(int(s3_server["endpoint"].rsplit(":", 1)[1]), 0.03, log) as (endpoint, _):
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         held = _pipeline(f"{prefix}/src", f"{prefix}/held", ckpt, 64, 8, 2, 2, "torch")
-    ratio = held["images_per_s"] / direct["images_per_s"]
-    record_property("s3_latency_over_s3", ratio)
-    print(f"s3 -> s3 with 30 ms per request over s3 -> s3, {PHOTOS} photos: {ratio:.2f}")
-    assert direct["images"] == held["images"] == PHOTOS and direct["failed"] == held["failed"] == 0
+    assert held["images"] == PHOTOS and held["failed"] == 0 and held["images_per_s"] > 0
 
     base = "/" + prefix[len("s3://"):]
     counts = Counter((method, target.split("?")[0].rsplit("/", 1)[0]) for _, method, target in read_request_log(log))
