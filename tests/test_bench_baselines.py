@@ -127,3 +127,18 @@ def test_naive_loop_writes_what_the_pipeline_writes_and_computes_no_mask(tmp_pat
     naive_loop(load_colorizer(ckpt, device="cpu", size=32, backend="torch"), [source], str(tmp_path / "naive"))
     assert [p.name for p in (tmp_path / "naive").iterdir()] == ["00000.png"]
     assert (tmp_path / "naive" / "00000.png").read_bytes() == (tmp_path / "pipeline" / "a.png").read_bytes()
+
+
+def test_the_environment_names_the_cpu_and_its_bf16_units(tmp_path):
+    """bf16 figures depend on the CPU's bf16 units (AMX tiles or AVX-512 BF16): every benchmark's JSON says which."""
+    from semcolor.benchmarks._report import cpu_description, environment
+
+    info = tmp_path / "cpuinfo"
+    core = "model name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx512f {extra}\n\n"
+    info.write_text(core.format(extra="avx512_bf16 amx_tile amx_bf16") * 2)
+    assert cpu_description(str(info)) == {"cpu": "Some CPU 9000", "bf16_flags": ["amx_bf16", "avx512_bf16"]}
+    info.write_text(core.format(extra="avx2"))
+    assert cpu_description(str(info)) == {"cpu": "Some CPU 9000", "bf16_flags": []}
+    assert cpu_description(str(tmp_path / "missing")) == {}
+    machine = environment()["machine"]
+    assert {"cores", "torch", "onnxruntime"} <= set(machine)

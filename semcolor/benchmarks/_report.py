@@ -15,6 +15,33 @@ if TYPE_CHECKING:
     from semcolor.core.colorizer import Colorizer
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU features that give torch's bf16 autocast its kernels (Intel AMX tiles, AVX-512 BF16 dot products): the
+speed of a bf16 figure depends on which the machine has."""
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name and which of :data:`BF16_CPU_FLAGS` it has (Linux; empty where /proc is not there)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields.get("model name"), "bf16_flags": [f for f in BF16_CPU_FLAGS if f in flags]}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     """The machine and moment a figure was measured on (absolute times mean little on a shared machine)."""
     import torch
@@ -32,7 +59,9 @@ def environment() -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cores": cores, "platform": platform.platform(), "processor": platform.machine(),
                     "python": platform.python_version(), "torch": torch.__version__, "ray": ray_version,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                    "onnxruntime": _version("onnxruntime"),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    **cpu_description()},
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 

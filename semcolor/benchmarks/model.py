@@ -12,7 +12,8 @@ the call the bulk actors and the Serve replica make) with each inference backend
 verified export), at ``--threads`` threads and at 1 thread (the bulk job's actors on a small machine), batch 1 and
 16; the backends alternate per cell and ``onnxruntime_over_torch`` is the ratio within the cell, the figure the CPU
 default follows. ``torch_bf16``: torch in bf16 autocast and channels_last (``--precision bf16`` of colorize and
-serve: the CUDA branch, on CPU; fast where the CPU has AMX), with ``torch_bf16_over_onnxruntime`` in the cell.
+serve: the CUDA branch, on CPU; fast where the CPU has bf16 units: AMX, AVX-512 BF16), with
+``torch_bf16_over_onnxruntime`` in the cell.
 Prints tables, writes ``OUT/model.json`` (with the environment block of :mod:`semcolor.benchmarks._report`).
 """
 

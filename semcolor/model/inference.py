@@ -25,9 +25,9 @@ def uses_cuda(device: str | None) -> bool:
 
 def resolve_backend(backend: str, device: str | None, precision: str = "auto") -> str:
     """The backend that runs on ``device`` here: torch on CUDA whatever was asked (bf16 autocast beats onnxruntime's
-    CPU provider there); on CPU ``backend``, where ``auto`` means onnxruntime (1.1-1.5x torch fp32's images/s in
+    CPU provider there); on CPU ``backend``, where ``auto`` means onnxruntime (1.1-1.9x torch fp32's images/s in
     every measured layout: ``semcolor bench model``) unless ``precision`` is bf16, which only torch runs (on a CPU
-    with AMX 1.5-1.7x onnxruntime's images/s, same bench)."""
+    with AMX 1.5-1.7x onnxruntime's images/s, with AVX-512 BF16 1.0-1.45x, same bench)."""
     from semcolor.model.onnx_format import check_backend, check_precision
 
     check_backend(backend)
