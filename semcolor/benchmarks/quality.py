@@ -148,6 +148,9 @@ ROWS: tuple[Row, ...] = (
     Row("bf16-2x-mask-decoder", "as bf16-2x, the mask on a decoder of its own (half the channels) from the shared "
         "encoder, so that the heads share only the encoder (--seg-decoder own)",
         {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "seg_decoder": "own"}),
+    Row("bf16-2x-mask-weight", "as bf16-2x, the colour term at a third of its default weight (--color-weight 0.1 "
+        "against 0.3), so that the mask's gradients weigh three times as much in the shared encoder",
+        {**_BF16, "epochs": 2 * EPOCHS_BY_SIZE[96], "color_weight": 0.1}),
 )
 
 
