@@ -66,9 +66,9 @@ def precision_option() -> Any:
     """The ``--precision`` option of the commands that run the model (bulk colorize, serve)."""
     return option("auto", choices=PRECISIONS, help="the torch forward's precision: auto (bf16 autocast on CUDA, "
                   "fp32 on CPU), bf16 (autocast and channels_last on CPU too: on a CPU with AMX about 1.6x "
-                  "onnxruntime's images/s, with AVX-512 BF16 1.0-1.45x, `semcolor bench model`; outputs within 2 LAB units of fp32, and a key's "
-                  "bytes may differ by 1 from a rerun in another batch), or fp32. bf16 runs on the torch backend "
-                  "(--backend auto then picks torch on CPU nodes too)")
+                  "onnxruntime's images/s, with AVX-512 BF16 1.0-1.45x, `semcolor bench model`; outputs within 2 "
+                  "LAB units of fp32, and a key's bytes may differ by 1 from a rerun in another batch), or fp32. "
+                  "bf16 runs on the torch backend (--backend auto then picks torch on CPU nodes too)")
 
 
 def backend_option() -> Any:

@@ -66,8 +66,8 @@ class ServeArgs(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="the torch forward's precision: auto (bf16 autocast on GPU replicas, fp32 on CPU ones), "
         "bf16 (autocast and channels_last on CPU too: on a CPU with AMX about 1.6x onnxruntime's images/s, "
-        "with AVX-512 BF16 1.0-1.45x, `semcolor bench model`; outputs within 2 LAB units of fp32; runs on the torch backend, so --backend auto "
-        "then picks torch), or fp32")
+        "with AVX-512 BF16 1.0-1.45x, `semcolor bench model`; outputs within 2 LAB units of fp32; runs on the "
+        "torch backend, so --backend auto then picks torch), or fp32")
     jpeg_quality: int = Field(90, ge=1, le=95, description="quality of JPEG answers (?format=jpeg)")
     refine: Literal["guided", "bilinear"] = Field(
         DEFAULT_REFINE, description="upsampling of colors and masks to the source's size: guided (by the "

@@ -1,9 +1,8 @@
 """AdamW parameter groups of a SegColorModel: the mask's own weights and the weights the mask shares with the colour.
 
 The segmentation head, its refiner stages and its own decoder where it has one (:data:`MASK_ONLY`) serve the mask
-alone; the encoder, the decoder and
-the colour head serve both heads (the colour head is counted with them: it is what a colour-only ``--init`` stage
-trained). ``--shared-lr-scale`` sets the learning rate of the shared ones relative to ``--lr``: below 1, a joint run
+alone; the encoder, the decoder and the colour head serve both heads (the colour head is counted with them: it is
+what a colour-only ``--init`` stage trained). ``--shared-lr-scale`` sets the learning rate of the shared ones relative to ``--lr``: below 1, a joint run
 started from a colour-only stage learns the mask on the colour features without unlearning them at the full rate;
 0 freezes them (no gradient, their normalisation statistics fixed too).
 """
